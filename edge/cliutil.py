@@ -1,0 +1,40 @@
+"""What every CLI shares: logging set-up and one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+
+import click
+
+from .errors import FerEdgeError
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Run a command body; a FerEdgeError becomes 'error: ...' on stderr and exit 1,
+    Ctrl-C exit 130, so no bad input ends in a traceback or a silent exit 0."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FerEdgeError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def not_implemented(command: str, issue: str) -> None:
+    click.echo(f"error: {command} is not implemented yet ({issue})", err=True)
+    sys.exit(2)

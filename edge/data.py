@@ -1,0 +1,267 @@
+"""Dataset readers: FER2013 (Kaggle folder layout or challenge CSV) and labelled folders.
+
+Every reader returns a :class:`Split` of uint8 grayscale faces at a fixed size, the form that
+:func:`fer_edge.edge.preprocess.preprocess` turns into model input. Decoded splits are cached
+as ``.npz`` files keyed on the source (file list, sizes, mtimes), so a second load is instant
+and a changed dataset is read again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import FerEdgeError
+from .labels import FER2013_LABELS, canonical_label
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm")
+CSV_USAGE = {"train": "Training", "training": "Training",
+             "test": "PublicTest", "val": "PublicTest", "validation": "PublicTest",
+             "publictest": "PublicTest", "privatetest": "PrivateTest"}
+# The Kaggle folder layout names the PublicTest split "test".
+FOLDER_SPLIT = {"training": "train", "train": "train", "test": "test", "publictest": "test",
+                "val": "test", "validation": "test"}
+CACHE_VERSION = 1
+
+
+@dataclass
+class Split:
+    """One labelled split held in memory."""
+
+    images: np.ndarray  # uint8 [N, H, W]
+    labels: np.ndarray  # int64 [N], indices into ``label_names``
+    label_names: tuple[str, ...]
+    source: str
+    paths: list[str] = field(default_factory=list)  # per image, when read from files
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(self.label_names))
+
+    def subset(self, index: np.ndarray) -> Split:
+        paths = [self.paths[i] for i in index] if self.paths else []
+        return Split(self.images[index], self.labels[index], self.label_names, self.source, paths)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("FER_EDGE_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    return Path(root) / "fer-edge" if root else Path.home() / ".cache" / "fer-edge"
+
+
+# --------------------------------------------------------------------------- public readers
+
+def load_split(
+    path: str | os.PathLike,
+    split: str = "train",
+    labels: Sequence[str] = FER2013_LABELS,
+    size: int = 48,
+    skip_bad: bool = False,
+    cache: bool = True,
+) -> Split:
+    """Load ``split`` of a FER2013 source: a Kaggle-layout folder, a challenge CSV, or a
+    folder of class folders (CK+ style, used whole when it has no split sub-folders)."""
+    p = Path(path)
+    if not p.exists():
+        raise FerEdgeError(f"{p}: no such file or directory")
+    if p.is_file():
+        if p.suffix.lower() != ".csv":
+            raise FerEdgeError(f"{p}: expected a FER2013 .csv file or a dataset folder")
+        usage = CSV_USAGE.get(split.lower())
+        if usage is None:
+            raise FerEdgeError(f"unknown split {split!r} for {p}; choose from {sorted(CSV_USAGE)}")
+        return read_fer2013_csv(p, usage, labels, size, cache)
+    sub = FOLDER_SPLIT.get(split.lower(), split)
+    if (p / sub).is_dir():
+        return read_labelled_folder(p / sub, labels, size, skip_bad, cache)
+    if split.lower() in ("privatetest",):
+        raise FerEdgeError(f"{p}: the folder layout has no PrivateTest split (it is held out)")
+    if any(canonical_label(d.name) for d in p.iterdir() if d.is_dir()):
+        return read_labelled_folder(p, labels, size, skip_bad, cache)
+    raise FerEdgeError(f"{p}: no '{sub}/' split folder and no class folders inside")
+
+
+def read_labelled_folder(
+    root: str | os.PathLike,
+    labels: Sequence[str] = FER2013_LABELS,
+    size: int = 48,
+    skip_bad: bool = False,
+    cache: bool = True,
+) -> Split:
+    """Read ``root/<class>/*.<image>``; class names may be synonyms (anger, happiness, ...).
+
+    Folders whose name maps to no label of ``labels`` are skipped with a warning naming them.
+    An unreadable image is an error naming it, or, with ``skip_bad``, skipped and listed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FerEdgeError(f"{root}: not a directory")
+    labels = tuple(labels)
+    files: list[tuple[str, int, os.stat_result]] = []
+    for d in sorted((e for e in os.scandir(root) if e.is_dir()), key=lambda e: e.name):
+        name = canonical_label(d.name)
+        if name is None or name not in labels:
+            log.warning("%s: folder %r is not one of the labels %s; skipped",
+                        root, d.name, ", ".join(labels))
+            continue
+        idx = labels.index(name)
+        for f in sorted(os.scandir(d.path), key=lambda e: e.name):
+            if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES):
+                files.append((f.path, idx, f.stat()))
+    if not files:
+        raise FerEdgeError(f"{root}: no images found in class folders ({', '.join(labels)})")
+    key = _key(["folder", str(root.resolve()), size, labels, skip_bad]
+               + [(p, i, s.st_size, s.st_mtime_ns) for p, i, s in files])
+
+    def decode() -> Split:
+        from tqdm import tqdm
+
+        images = np.empty((len(files), size, size), np.uint8)
+        ok = np.ones(len(files), bool)
+        bad: list[str] = []
+        for n, (fp, _, _) in enumerate(tqdm(files, desc=f"decode {root.name}", unit="img",
+                                            leave=False, disable=len(files) < 2000)):
+            img = cv2.imread(fp, cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                if not skip_bad:
+                    raise FerEdgeError(f"{fp}: unreadable or corrupt image"
+                                       " (pass --skip-bad to skip such files)")
+                ok[n] = False
+                bad.append(fp)
+                continue
+            images[n] = img if img.shape == (size, size) else cv2.resize(
+                img, (size, size), interpolation=cv2.INTER_AREA)
+        if bad:
+            log.warning("%s: skipped %d unreadable image(s): %s", root, len(bad), ", ".join(bad))
+        lab = np.array([i for _, i, _ in files], np.int64)
+        return Split(images[ok], lab[ok], labels, str(root),
+                     [f for (f, _, _), k in zip(files, ok) if k])
+
+    return _cached(key, f"{root.parent.name}-{root.name}", decode, cache)
+
+
+def read_fer2013_csv(
+    path: str | os.PathLike,
+    usage: str | None = "Training",
+    labels: Sequence[str] = FER2013_LABELS,
+    size: int = 48,
+    cache: bool = True,
+) -> Split:
+    """Read the challenge CSV (``emotion,pixels,Usage``; ``icml_face_data.csv``'s leading-space
+    headers too). ``usage`` is Training, PublicTest, PrivateTest or None for all rows."""
+    path = Path(path)
+    st = path.stat()
+    key = _key(["csv", str(path.resolve()), st.st_size, st.st_mtime_ns, usage, size, tuple(labels)])
+
+    def decode() -> Split:
+        label_map = _fer_index_map(labels, path)
+        images, labs = [], []
+        with open(path, newline="") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip().lower() for h in next(reader, [])]
+            missing = {"emotion", "pixels"} - set(header)
+            if missing:
+                raise FerEdgeError(f"{path}: CSV header {header} lacks column(s) "
+                                   f"{sorted(missing)}; expected emotion,pixels,Usage")
+            ie, ip = header.index("emotion"), header.index("pixels")
+            iu = header.index("usage") if "usage" in header else None
+            if usage is not None and iu is None:
+                raise FerEdgeError(f"{path}: no Usage column, cannot select the {usage} split")
+            for row_no, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise FerEdgeError(f"{path}, row {row_no}: {len(row)} fields, expected "
+                                       f"{len(header)}")
+                if usage is not None and row[iu].strip() != usage:
+                    continue
+                try:
+                    pix = np.array(row[ip].split(), dtype=np.int32)
+                    emo = int(row[ie])
+                except ValueError:
+                    raise FerEdgeError(f"{path}, row {row_no}: non-numeric emotion or pixels") \
+                        from None
+                if pix.size != 48 * 48:
+                    raise FerEdgeError(f"{path}, row {row_no}: {pix.size} pixels, expected 2304")
+                if emo not in range(len(FER2013_LABELS)) or pix.min() < 0 or pix.max() > 255:
+                    raise FerEdgeError(f"{path}, row {row_no}: emotion {emo} or pixel values "
+                                       "out of range")
+                if label_map[emo] < 0:
+                    continue
+                img = pix.astype(np.uint8).reshape(48, 48)
+                if size != 48:
+                    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+                images.append(img)
+                labs.append(label_map[emo])
+        if not images:
+            raise FerEdgeError(f"{path}: no rows for split {usage!r}")
+        return Split(np.stack(images), np.array(labs, np.int64), tuple(labels),
+                     f"{path}:{usage or 'all'}")
+
+    return _cached(key, f"{path.stem}-{usage or 'all'}", decode, cache)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _fer_index_map(labels: Sequence[str], path: Path) -> np.ndarray:
+    """FER2013's emotion index -> index in ``labels`` (-1 when the model lacks that class)."""
+    out = np.full(len(FER2013_LABELS), -1, np.int64)
+    for i, name in enumerate(FER2013_LABELS):
+        if name in labels:
+            out[i] = list(labels).index(name)
+    if (out < 0).all():
+        raise FerEdgeError(f"{path}: none of the labels {list(labels)} are FER2013 classes")
+    return out
+
+
+def _key(parts: Iterable) -> str:
+    h = hashlib.sha256(repr(CACHE_VERSION).encode())
+    for p in parts:
+        h.update(repr(p).encode())
+    return h.hexdigest()[:20]
+
+
+def _cached(key: str, stem: str, decode, use_cache: bool) -> Split:
+    cdir = default_cache_dir()
+    cfile = cdir / f"{stem}-{key}.npz"
+    if use_cache and cfile.is_file():
+        try:
+            with np.load(cfile, allow_pickle=False) as z:
+                return Split(z["images"], z["labels"], tuple(str(s) for s in z["label_names"]),
+                             str(z["source"]), [str(s) for s in z["paths"]])
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("%s: unreadable cache (%s); decoding again", cfile, e)
+    split = decode()
+    if use_cache:
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+            atomic_write_npz(cfile, images=split.images, labels=split.labels,
+                             label_names=np.array(split.label_names), source=np.array(split.source),
+                             paths=np.array(split.paths, dtype=str))
+        except OSError as e:  # a read-only home must not stop training
+            log.warning("could not write dataset cache %s: %s", cfile, e)
+    return split
+
+
+def atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write an .npz next to ``path`` under a temporary name, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

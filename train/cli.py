@@ -1,0 +1,81 @@
+"""``fer-train``: fit an emotion classifier on FER2013. torch is imported only when it runs."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from fer_edge.edge.cliutil import friendly_errors, setup_logging
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "show_default": True})
+@click.option("--data", required=True, type=click.Path(),
+              help="FER2013 folder (train/, test/ class folders) or fer2013.csv.")
+@click.option("--arch", default="fercnn_m",
+              help="fercnn_s|fercnn_m|fercnn_l, or any timm model name (resnet18, vgg16, "
+                   "efficientnet_b0, tf_efficientnetv2_b0, ...).")
+@click.option("--epochs", default=30, type=click.IntRange(1))
+@click.option("--batch-size", default=64, type=click.IntRange(2))
+@click.option("--lr", type=float, default=None, help="Peak learning rate [sgd 0.05, adamw 1e-3].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd")
+@click.option("--weight-decay", type=float, default=None, help="[sgd 5e-4, adamw 0.05]")
+@click.option("--schedule", type=click.Choice(["cosine", "onecycle", "none"]), default="cosine")
+@click.option("--warmup-epochs", type=float, default=1.0, help="Linear warm-up (cosine/none).")
+@click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=0.1)
+@click.option("--balance", type=click.Choice(["none", "loss", "sampler"]), default="none",
+              help="Counter class imbalance (disgust: 436 images) by 1/sqrt(count) loss "
+                   "weights or sampling.")
+@click.option("--flip/--no-flip", default=True, help="Random horizontal flip.")
+@click.option("--rotate", type=float, default=10.0, help="Random rotation, +- degrees.")
+@click.option("--scale", type=float, default=0.1, help="Random zoom, +- fraction.")
+@click.option("--translate", type=float, default=0.1, help="Random shift, +- fraction.")
+@click.option("--jitter", type=float, default=0.2, help="Brightness/contrast jitter.")
+@click.option("--erase", type=click.FloatRange(0, 1), default=0.25,
+              help="Random-erasing probability.")
+@click.option("--no-augment", is_flag=True, help="Turn every augmentation off.")
+@click.option("--img-size", type=click.IntRange(16), default=48)
+@click.option("--in-chans", type=click.Choice(["1", "3"]), default="1")
+@click.option("--device", default="auto", help="auto|cpu|cuda|cuda:N")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads for torch [all cores].")
+@click.option("--seed", type=int, default=0)
+@click.option("--amp/--no-amp", default=True, help="Mixed precision (CUDA only).")
+@click.option("--eval-flip/--no-eval-flip", default=True,
+              help="Also score validation with flip test-time averaging and select on it.")
+@click.option("--train-split", default="train")
+@click.option("--val-split", default="test", help="Validation split: test = PublicTest.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Use a class-stratified subset of this many training images.")
+@click.option("--val-limit", type=click.IntRange(1), default=None)
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable images with a warning.")
+@click.option("--out", default="runs/train", type=click.Path(), help="Output folder.")
+@click.option("--resume", type=click.Path(), default=None,
+              help="Continue a run from its last.pt exactly.")
+@click.option("--init", type=click.Path(), default=None,
+              help="Start from the weights of a local checkpoint.")
+@click.option("-v", "--verbose", is_flag=True)
+@friendly_errors
+def main(**o) -> None:
+    """Train an emotion classifier; writes best.pt, last.pt, metrics.json, curves.png and
+    confusion.png to --out. Ctrl-C leaves a resumable last.pt."""
+    setup_logging(o.pop("verbose"))
+    from .augment import AugmentConfig
+    from .trainer import TrainConfig, fit
+
+    no_aug = o.pop("no_augment")
+    aug = AugmentConfig(**{k: o.pop(k) for k in
+                           ("flip", "rotate", "scale", "translate", "jitter", "erase")})
+    if no_aug:
+        aug = AugmentConfig(False, 0, 0, 0, 0, 0)
+    o["in_chans"] = int(o["in_chans"])
+    cfg = TrainConfig(augment=aug, command=shlex.join(["fer-train", *sys.argv[1:]]), **o)
+    m = fit(cfg)
+    click.echo(f"best {m['selection_metric']} {m['best_val_acc']:.4f} at epoch "
+               f"{m['best_epoch']}; outputs in {cfg.out}")
+
+
+if __name__ == "__main__":
+    main()

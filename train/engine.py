@@ -1,0 +1,101 @@
+"""One epoch of training and one pass of evaluation."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fer_edge.edge.data import Split
+from fer_edge.edge.preprocess import InputSpec, preprocess
+
+from .augment import AugmentConfig, augment
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    images_per_s: float
+
+
+def epoch_order(split: Split, epoch: int, seed: int, balance: str) -> np.ndarray:
+    """The sample order of one epoch; a function of (seed, epoch) only, so resume is exact."""
+    rng = np.random.default_rng([seed, epoch])
+    if balance == "sampler":
+        counts = split.class_counts().astype(float)
+        w = (1.0 / np.sqrt(np.maximum(counts, 1)))[split.labels]
+        return rng.choice(len(split), size=len(split), replace=True, p=w / w.sum())
+    return rng.permutation(len(split))
+
+
+def class_weights(split: Split) -> torch.Tensor:
+    """Softened inverse-frequency weights (1/sqrt(count)), mean 1: helps disgust (436 images)
+    without wrecking the frequent classes."""
+    counts = split.class_counts().astype(float)
+    w = 1.0 / np.sqrt(np.maximum(counts, 1))
+    return torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
+
+
+def to_tensor(split: Split, index: np.ndarray, spec: InputSpec, device: torch.device):
+    x = torch.from_numpy(preprocess(split.images[index], spec)).to(device, non_blocking=True)
+    y = torch.from_numpy(split.labels[index]).to(device, non_blocking=True)
+    return x, y
+
+
+def train_one_epoch(
+    model: nn.Module, split: Split, spec: InputSpec, order: np.ndarray, batch_size: int,
+    optimizer: torch.optim.Optimizer, scheduler, loss_fn: nn.Module, aug: AugmentConfig,
+    gen: torch.Generator, device: torch.device, scaler: torch.amp.GradScaler | None,
+    desc: str = "train",
+) -> EpochStats:
+    model.train()
+    total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm cannot train on one sample
+        batches.pop()
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    for idx in bar:
+        x, y = to_tensor(split, idx, spec, device)
+        x = augment(x, aug, gen)
+        with torch.autocast(device.type, enabled=scaler is not None):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        n = len(idx)
+        total_loss += float(loss.detach()) * n
+        correct += int((logits.argmax(1) == y).sum())
+        seen += n
+        ips = seen / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
+                        img_s=f"{ips:.0f}")
+    return EpochStats(total_loss / max(1, seen), correct / max(1, seen),
+                      seen / (time.perf_counter() - t0))
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, split: Split, spec: InputSpec, device: torch.device,
+                  batch_size: int = 256, flip: bool = False) -> np.ndarray:
+    """Softmax probabilities for every image of ``split``; ``flip`` averages with the mirror."""
+    model.eval()
+    out = []
+    for i in range(0, len(split), batch_size):
+        x, _ = to_tensor(split, np.arange(i, min(i + batch_size, len(split))), spec, device)
+        p = model(x).float().softmax(1)
+        if flip:
+            p = (p + model(x.flip(3)).float().softmax(1)) / 2
+        out.append(p.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(split.label_names)), np.float32)
