@@ -147,7 +147,7 @@ def read_labelled_folder(
             log.warning("%s: skipped %d unreadable image(s): %s", root, len(bad), ", ".join(bad))
         lab = np.array([i for _, i, _ in files], np.int64)
         return Split(images[ok], lab[ok], labels, str(root),
-                     [f for (f, _, _), k in zip(files, ok) if k])
+                     [f for (f, _, _), k in zip(files, ok, strict=True) if k])
 
     return _cached(key, f"{root.parent.name}-{root.name}", decode, cache)
 

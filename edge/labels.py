@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER2013_LABELS: tuple[str, ...] = (
+    "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+)
 
 # Folder names seen in FER2013 mirrors, CK+, JAFFE, RAF-DB, AffectNet exports -> canonical label.
 SYNONYMS: dict[str, str] = {

@@ -53,7 +53,10 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images with a warning.")
 @click.option("--out", default="runs/train", type=click.Path(), help="Output folder.")
 @click.option("--resume", type=click.Path(), default=None,
-              help="Continue a run from its last.pt exactly.")
+              help="Continue a run from its last.pt exactly (a larger --epochs extends it).")
+@click.option("--stop-after", type=click.IntRange(1), default=None,
+              help="Run at most this many epochs now, then stop resumably (fits a run into "
+                   "sessions; the schedule still spans --epochs).")
 @click.option("--init", type=click.Path(), default=None,
               help="Start from the weights of a local checkpoint.")
 @click.option("-v", "--verbose", is_flag=True)

@@ -62,6 +62,7 @@ class TrainConfig:
     skip_bad: bool = False
     init: str | None = None
     resume: str | None = None
+    stop_after: int | None = None  # epochs to run in this invocation, then stop resumably
     command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +155,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             cfg.threads
         saved.epochs, saved.resume, saved.command = max(cfg.epochs, saved.epochs), cfg.resume, \
             cfg.command
+        saved.stop_after = cfg.stop_after
         cfg = saved
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -216,7 +218,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     try:
         if start_epoch == 0:  # so Ctrl-C in epoch 1 still leaves a resumable file
             save_checkpoint(state(0), out / "last.pt")
-        for epoch in range(start_epoch, cfg.epochs):
+        last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs,
+                                                             start_epoch + cfg.stop_after)
+        for epoch in range(start_epoch, last):
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             order = epoch_order(train, epoch, cfg.seed, cfg.balance)
             st = train_one_epoch(model, train, spec, order, cfg.batch_size, opt, sched, loss_fn,
@@ -252,6 +256,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     finally:
         if prev is not None:
             signal.signal(signal.SIGTERM, prev)
+    if last < cfg.epochs:
+        tqdm.write(f"stopped after epoch {last} of {cfg.epochs} (--stop-after); continue with "
+                   f"--resume {out / 'last.pt'}")
     return finish(cfg, out, val, spec, device, history, metric, time.time() - t_start)
 
 

@@ -1,0 +1,1 @@
+"""fer_edge.benchmarks: accuracy, latency, throughput and pipeline FPS per bundle."""

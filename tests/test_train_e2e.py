@@ -1,0 +1,89 @@
+"""fer-train end to end on a few hundred real FER2013 faces, on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
+
+from fer_edge.edge.errors import FerEdgeError  # noqa: E402
+from fer_edge.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
+# Validation on the same 400 training faces ("beats chance on those images"), no augmentation.
+ARGS = ["fer_edge.train.cli", "--arch", "fercnn_s", "--limit", "400", "--val-split", "train",
+        "--val-limit", "400", "--no-augment",
+        "--batch-size", "32", "--optimizer", "adamw", "--lr", "0.003", "--warmup-epochs", "0",
+        "--threads", "2", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def runs(fer2013, tmp_path_factory):
+    base = tmp_path_factory.mktemp("train")
+    one = run_cli(*ARGS, "--data", str(fer2013), "--epochs", "2", "--stop-after", "1",
+                  "--out", str(base / "r"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    resumed = run_cli(*ARGS, "--data", str(fer2013), "--epochs", "2", "--out", str(base / "r"),
+                      "--resume", str(base / "r" / "last.pt"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = run_cli(*ARGS, "--data", str(fer2013), "--epochs", "2", "--out",
+                       str(base / "s"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    return base
+
+
+def test_outputs_exist_and_beat_chance(runs):
+    out = runs / "r"
+    for name in ("best.pt", "last.pt", "metrics.json", "curves.png", "confusion.png"):
+        assert (out / name).stat().st_size > 0, name
+    m = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in m["history"]] == [1, 2]
+    assert m["val_report"]["accuracy"] > 1 / 7 + 0.05
+    assert set(m["val_report"]["per_class"]) == set(m["labels"])
+    assert "--resume" in m["command"]
+
+
+def test_resume_continues_exactly(runs):
+    a = load_checkpoint(runs / "r" / "last.pt")
+    b = load_checkpoint(runs / "s" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["model"].items():
+        torch.testing.assert_close(v, b["model"][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_best_checkpoint_is_weights_only_and_loads(runs):
+    best = load_checkpoint(runs / "r" / "best.pt")
+    assert "optimizer" not in best and best["arch"] == "fercnn_s"
+    assert best["labels"][0] == "angry" and best["input"]["height"] == 48
+
+
+def test_bad_checkpoints_are_refused(tmp_path, runs):
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes((runs / "r" / "best.pt").read_bytes()[:5000])
+    with pytest.raises(FerEdgeError, match="trunc.pt"):
+        load_checkpoint(trunc)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, other)
+    with pytest.raises(FerEdgeError, match="not a fer-edge checkpoint"):
+        load_checkpoint(other)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "fer-edge-checkpoint", "x": Evil()}, evil)
+    with pytest.raises(FerEdgeError, match="evil.pt"):
+        load_checkpoint(evil)
+    save_checkpoint({"arch": "fercnn_s"}, tmp_path / "partial.pt")
+    with pytest.raises(FerEdgeError, match="lacks"):
+        load_checkpoint(tmp_path / "partial.pt")
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = run_cli("fer_edge.train.cli", "--data", str(tmp_path / "missing"), "--epochs", "1")
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("error:") and "missing" in r.stderr
+    assert "Traceback" not in r.stderr
