@@ -15,6 +15,8 @@ from .errors import FerEdgeError
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def friendly_errors(fn: Callable) -> Callable:

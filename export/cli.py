@@ -4,13 +4,60 @@ from __future__ import annotations
 
 import click
 
-from fer_edge.edge.cliutil import not_implemented
+from fer_edge.edge.cliutil import friendly_errors, setup_logging
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Export a checkpoint to a model bundle (ONNX FP32, INT8, TensorRT)."""
-    not_implemented("fer-export", "export issue")
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "show_default": True})
+@click.argument("checkpoint", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (QDQ, per-channel S8S8).")
+@click.option("--calib-data", type=click.Path(), help="FER2013 folder/CSV to calibrate on.")
+@click.option("--calib-split", default="train")
+@click.option("--calib-images", type=click.IntRange(8), default=512,
+              help="Class-stratified, seed-fixed calibration sample size.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile", "auto"]),
+              default="percentile", help="auto tries all three, keeps the best on --val-data.")
+@click.option("--val-data", type=click.Path(),
+              help="Evaluate FP32 and INT8 on this dataset and record it in bundle.json.")
+@click.option("--val-split", default="test", help="test = FER2013 PublicTest.")
+@click.option("--max-drop", type=float, default=1.0,
+              help="Refuse an INT8 model losing more accuracy points than this.")
+@click.option("--force", is_flag=True, help="Keep the INT8 model even above --max-drop.")
+@click.option("--trt", type=click.Choice(["fp16", "int8"]), multiple=True,
+              help="Build a TensorRT engine on this machine (repeatable).")
+@click.option("--trt-batch", default="1,8,32", help="min,opt,max batch of the engine profile.")
+@click.option("--opset", type=click.IntRange(13), default=18)
+@click.option("--tta-flip", is_flag=True,
+              help="Put horizontal-flip averaging inside the graph.")
+@click.option("--crop-margin", type=float, default=None,
+              help="Face-box margin recorded in the bundle [from the checkpoint].")
+@click.option("--name", default=None, help="Bundle name [the architecture].")
+@click.option("--seed", type=int, default=0)
+@click.option("-v", "--verbose", is_flag=True)
+@friendly_errors
+def main(checkpoint: str, verbose: bool, trt: tuple[str, ...], trt_batch: str, **o) -> None:
+    """Export CHECKPOINT to a bundle: model.onnx (FP32), optionally model.int8.onnx and
+    TensorRT engines, and bundle.json with hashes and accuracy."""
+    setup_logging(verbose)
+    from pathlib import Path
+
+    from fer_edge.edge.errors import FerEdgeError
+
+    from .exporter import ExportOptions, export_bundle
+
+    try:
+        batch = tuple(int(b) for b in trt_batch.split(","))
+        assert len(batch) == 3 and 1 <= batch[0] <= batch[1] <= batch[2]
+    except (ValueError, AssertionError):
+        raise FerEdgeError(f"--trt-batch {trt_batch!r}: expected min,opt,max like 1,8,32") \
+            from None
+    meta = export_bundle(checkpoint, ExportOptions(out=Path(o.pop("out")), trt=trt,
+                                                   trt_batch=batch, **o))
+    m = meta["metrics"]
+    summary = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in m.items())
+    click.echo(f"wrote bundle {meta['name']!r}: "
+               f"{', '.join(meta['models'])}" + (f"; accuracy {summary}" if summary else ""))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""The model-bundle format (format_version 1): a folder with bundle.json and model files.
+
+:func:`write_bundle_json` (export side) and :func:`load_bundle` (every reader) are the two
+halves of the contract in docs/architecture.md. Readers verify the sha256 of every model file
+and refuse a bundle whose files are missing, truncated or tampered with, naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import FerEdgeError
+from .preprocess import CropSpec, InputSpec
+
+BUNDLE_FORMAT = "fer-edge-bundle"
+BUNDLE_VERSION = 1
+REQUIRED_KEYS = ("format", "format_version", "name", "arch", "labels", "input", "crop",
+                 "output", "models", "metrics")
+BUNDLE_JSON = "bundle.json"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    name: str
+    arch: str
+    labels: tuple[str, ...]
+    input: InputSpec
+    crop: CropSpec
+    models: dict[str, dict[str, Any]]
+    metrics: dict[str, Any]
+    meta: dict[str, Any]  # the whole bundle.json
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.models)
+
+    def model_path(self, precision: str) -> Path:
+        if precision not in self.models:
+            raise FerEdgeError(f"{self.path}: no {precision!r} model in this bundle; it has "
+                               f"{', '.join(self.models) or 'none'}")
+        return self.path / self.models[precision]["file"]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_bundle_path() -> Path:
+    """The bundle that ships inside the package (used when no model is given)."""
+    return Path(str(resources.files("fer_edge.edge") / "assets" / "default_bundle"))
+
+
+def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> Bundle:
+    """Read and check a bundle folder (or its bundle.json); None means the shipped default."""
+    p = Path(path) if path is not None else default_bundle_path()
+    if p.is_file() and p.name == BUNDLE_JSON:
+        p = p.parent
+    meta_file = p / BUNDLE_JSON
+    if not p.is_dir():
+        raise FerEdgeError(f"{p}: model bundle folder not found")
+    if not meta_file.is_file():
+        raise FerEdgeError(f"{p}: not a model bundle (no {BUNDLE_JSON})")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FerEdgeError(f"{meta_file}: invalid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise FerEdgeError(f"{meta_file}: expected a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise FerEdgeError(f"{meta_file}: missing key(s) {', '.join(missing)}")
+    if meta["format"] != BUNDLE_FORMAT or meta["format_version"] != BUNDLE_VERSION:
+        raise FerEdgeError(f"{meta_file}: format {meta['format']!r} v{meta['format_version']} "
+                           f"is not {BUNDLE_FORMAT} v{BUNDLE_VERSION}")
+    models = meta["models"]
+    if not isinstance(models, dict) or not models:
+        raise FerEdgeError(f"{meta_file}: 'models' names no model file")
+    for key, entry in models.items():
+        if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
+            raise FerEdgeError(f"{meta_file}: models.{key} needs 'file' and 'sha256'")
+        f = p / entry["file"]
+        if not f.is_file():
+            raise FerEdgeError(f"{f}: model file named in bundle.json is missing")
+        if verify and sha256_file(f) != entry["sha256"]:
+            raise FerEdgeError(f"{f}: sha256 does not match bundle.json (corrupt, truncated or "
+                               "modified file)")
+    labels = tuple(meta["labels"])
+    if not labels or len(set(labels)) != len(labels):
+        raise FerEdgeError(f"{meta_file}: 'labels' must be a non-empty list of distinct names")
+    crop = meta["crop"]
+    return Bundle(
+        path=p, name=str(meta["name"]), arch=str(meta["arch"]), labels=labels,
+        input=InputSpec.from_dict(meta["input"]),
+        crop=CropSpec(float(crop.get("margin", 0.0)), bool(crop.get("square", True)),
+                      {k: v for k, v in crop.items() if k not in ("margin", "square")}),
+        models=models, metrics=meta["metrics"], meta=meta,
+    )
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bundle_json(folder: Path, meta: dict[str, Any]) -> Path:
+    """Fill in the sha256 of every model file, check the keys, write bundle.json atomically.
+    Call it last, after every model file is in place."""
+    meta = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, **meta}
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise FerEdgeError(f"bundle for {folder}: missing key(s) {', '.join(missing)}")
+    for entry in meta["models"].values():
+        entry["sha256"] = sha256_file(folder / entry["file"])
+        entry["bytes"] = (folder / entry["file"]).stat().st_size
+    out = folder / BUNDLE_JSON
+    atomic_write_bytes(out, (json.dumps(meta, indent=2) + "\n").encode())
+    return out

@@ -1,0 +1,191 @@
+"""``export_bundle``: checkpoint -> verified model bundle (the work behind ``fer-export``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_edge.edge.backends import OrtBackend, predict_logits
+from fer_edge.edge.bundle import load_bundle, write_bundle_json
+from fer_edge.edge.data import Split, load_split
+from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.metrics import classification_report
+from fer_edge.edge.preprocess import InputSpec, preprocess
+
+log = logging.getLogger("fer_edge.export")
+
+FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+
+
+@dataclass
+class ExportOptions:
+    out: Path
+    int8: bool = False
+    calib_data: str | None = None
+    calib_split: str = "train"
+    calib_images: int = 512
+    calib_method: str = "percentile"  # minmax | entropy | percentile | auto
+    val_data: str | None = None
+    val_split: str = "test"
+    max_drop: float = 1.0
+    force: bool = False
+    trt: tuple[str, ...] = ()
+    trt_batch: tuple[int, int, int] = (1, 8, 32)
+    opset: int = 18
+    tta_flip: bool = False
+    crop_margin: float | None = None
+    name: str | None = None
+    seed: int = 0
+    eval_threads: int | None = None
+
+
+def _evaluate(model_path: Path, split: Split, x: np.ndarray, threads: int | None) -> dict:
+    logits = predict_logits(OrtBackend(model_path, threads), x)
+    return classification_report(split.labels, logits.argmax(1), split.label_names)
+
+
+def _metric_entry(report: dict, split: Split, opts: ExportOptions) -> dict:
+    return {"dataset": str(opts.val_data), "split": opts.val_split, "n": report["n"],
+            "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+            "per_class_recall": {k: v["recall"] for k, v in report["per_class"].items()}}
+
+
+def export_bundle(checkpoint: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
+    """Write a bundle folder at ``opts.out``; returns its bundle.json content.
+
+    Everything is built in a temporary folder beside ``out`` and renamed into place, so a
+    failed or interrupted export never leaves a half-written bundle. TensorRT engines are built
+    afterwards: if that fails, the ONNX bundle stays and the error is raised.
+    """
+    import torch
+
+    from fer_edge.train.checkpoint import build_from_checkpoint, load_checkpoint
+
+    from .onnx_export import FlipAverage, export_onnx, verify_onnx
+    from .quantize import calibration_faces, quantize_int8
+
+    ckpt = load_checkpoint(checkpoint)
+    spec = InputSpec.from_dict(ckpt["input"])
+    labels = tuple(ckpt["labels"])
+    model = build_from_checkpoint(ckpt, checkpoint)
+    if opts.tta_flip:
+        model = FlipAverage(model).eval()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    def read(path: str, split: str) -> Split:
+        return load_split(path, split, labels, size=spec.height)
+
+    val = read(opts.val_data, opts.val_split) if opts.val_data else None
+    calib_split = read(opts.calib_data, opts.calib_split) if opts.calib_data else None
+    if opts.int8 and calib_split is None:
+        raise FerEdgeError("--int8 needs --calib-data (training faces to calibrate on)")
+    if opts.calib_method == "auto" and val is None:
+        raise FerEdgeError("--calib-method auto picks by validation accuracy: give --val-data")
+    x_val = preprocess(val.images, spec) if val is not None else None
+    check = x_val[:256] if x_val is not None else (
+        calibration_faces(calib_split, 256, spec, opts.seed) if calib_split is not None else None)
+    if check is None:
+        log.warning("no --val-data or --calib-data: verifying ONNX on random tensors only")
+        check = np.random.default_rng(0).random((64, spec.channels, spec.height, spec.width),
+                                                np.float32)
+
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        meta: dict[str, Any] = {
+            "name": opts.name or f"{ckpt['arch']}" + ("-flip" if opts.tta_flip else ""),
+            "arch": ckpt["arch"], "labels": list(labels), "input": spec.to_dict(),
+            "crop": {**ckpt.get("crop", {}), "margin": float(
+                opts.crop_margin if opts.crop_margin is not None
+                else ckpt.get("crop", {}).get("margin", 0.0)), "square": True},
+            "output": "logits", "tta": "flip" if opts.tta_flip else None,
+            "params": int(ckpt.get("params", 0)), "opset": opts.opset,
+            "training": {"checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
+                         "val_acc": ckpt.get("best"),
+                         "command": ckpt.get("config", {}).get("command")},
+            "models": {}, "metrics": {},
+        }
+        export_onnx(model, spec, work / FP32_FILE, opts.opset)
+        diff = verify_onnx(model, work / FP32_FILE, check)
+        log.info("FP32 ONNX matches PyTorch: max |diff| %.2e on %d faces", diff, len(check))
+        meta["models"]["fp32"] = {"file": FP32_FILE, "max_abs_diff_vs_torch": diff}
+        if val is not None:
+            rep = _evaluate(work / FP32_FILE, val, x_val, opts.eval_threads)
+            meta["metrics"]["fp32"] = _metric_entry(rep, val, opts)
+            log.info("FP32 accuracy on %s [%s]: %.4f", opts.val_data, opts.val_split,
+                     rep["accuracy"])
+        if opts.int8:
+            _add_int8(work, meta, opts, calibration_faces(calib_split, opts.calib_images, spec,
+                                                          opts.seed), val, x_val,
+                      quantize_int8)
+        write_bundle_json(work, meta)
+        load_bundle(work)  # the reader must accept what the writer wrote
+        if out.exists():
+            if not (out / "bundle.json").is_file():
+                raise FerEdgeError(f"{out}: exists and is not a bundle; refusing to replace it")
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if opts.trt:
+        _add_engines(out, meta, opts, spec)
+    return meta
+
+
+def _add_int8(work: Path, meta: dict, opts: ExportOptions, calib: np.ndarray,
+              val: Split | None, x_val: np.ndarray | None, quantize_int8) -> None:
+    methods = ["minmax", "entropy", "percentile"] if opts.calib_method == "auto" \
+        else [opts.calib_method]
+    best: tuple[float, str, dict, dict | None] | None = None
+    for method in methods:
+        cand = work / f"int8-{method}.onnx"
+        record = quantize_int8(work / FP32_FILE, cand, calib, method)
+        rep = _evaluate(cand, val, x_val, opts.eval_threads) if val is not None else None
+        acc = rep["accuracy"] if rep else 0.0
+        if rep:
+            log.info("INT8 (%s calibration) accuracy: %.4f", method, acc)
+        if best is None or acc > best[0]:
+            best = (acc, method, record, rep)
+    _, method, record, rep = best
+    for m in methods:
+        if m != method:
+            (work / f"int8-{m}.onnx").unlink(missing_ok=True)
+    if opts.calib_method == "auto":
+        record["auto_tried"] = methods
+    if rep is not None:
+        drop = 100.0 * (meta["metrics"]["fp32"]["accuracy"] - rep["accuracy"])
+        entry = _metric_entry(rep, val, opts)
+        entry["drop_points"] = drop
+        if drop > opts.max_drop and not opts.force:
+            raise FerEdgeError(f"INT8 accuracy drop {drop:.2f} points exceeds --max-drop "
+                               f"{opts.max_drop}; no INT8 model written (use --force to keep "
+                               "it, or try --calib-method auto)")
+        meta["metrics"]["int8"] = entry
+        log.info("INT8 accuracy drop vs FP32: %.2f points", drop)
+    os.replace(work / f"int8-{method}.onnx", work / INT8_FILE)
+    meta["models"]["int8"] = {"file": INT8_FILE, "calibration": record}
+
+
+def _add_engines(out: Path, meta: dict, opts: ExportOptions, spec: InputSpec) -> None:
+    from .tensorrt import build_engine
+
+    for precision in opts.trt:
+        src = out / (INT8_FILE if precision == "int8" else FP32_FILE)
+        if not src.is_file():
+            raise FerEdgeError(f"--trt {precision} needs {src.name} in the bundle "
+                               "(int8 engines are built from the QDQ model: add --int8)")
+        info = build_engine(src, out / f"model.{precision}.engine", precision, spec,
+                            opts.trt_batch, timing_cache=out / "timing.cache")
+        meta["models"][f"trt_{precision}"] = {
+            "file": info.file, "source": src.name, "tensorrt": info.tensorrt, "gpu": info.gpu,
+            "batch": {"min": info.batch[0], "opt": info.batch[1], "max": info.batch[2]}}
+        write_bundle_json(out, meta)

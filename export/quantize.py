@@ -1,0 +1,92 @@
+"""INT8 post-training quantisation with ``onnxruntime.quantization.quantize_static``.
+
+QDQ format, per-channel S8S8 weights and activations, calibrated on real training faces that
+went through the shared preprocessing function. Our options become onnxruntime's arguments in
+exactly one place, :func:`quantize_int8`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from fer_edge.edge.data import Split
+from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.preprocess import InputSpec, preprocess
+
+log = logging.getLogger(__name__)
+
+CALIB_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}
+# The ops worth running in INT8. The flip-averaging tail (Softmax, ReduceMean, Log) and any
+# other op stays FP32: it is tiny, and quantising probabilities costs accuracy.
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool",
+                 "Add", "Mul", "Relu", "Clip", "Concat", "Flatten", "Reshape", "Transpose",
+                 "Slice", "Resize"]
+
+
+class FaceCalibrationReader(CalibrationDataReader):
+    """Feeds preprocessed faces to the calibrator, ``batch`` at a time."""
+
+    def __init__(self, x: np.ndarray, input_name: str, batch: int = 32):
+        self.x, self.input_name, self.batch = x, input_name, batch
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.x):
+            return None
+        chunk = self.x[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return {self.input_name: chunk}
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+
+def calibration_faces(split: Split, n: int, spec: InputSpec, seed: int = 0) -> np.ndarray:
+    """A class-stratified, seed-fixed sample of ``n`` faces, preprocessed."""
+    rng = np.random.default_rng(seed)
+    per_class = split.class_counts()
+    picks = []
+    for c, count in enumerate(per_class):
+        if count:
+            k = max(1, round(n * count / len(split)))
+            picks.append(rng.choice(np.flatnonzero(split.labels == c), min(k, count), False))
+    idx = rng.permutation(np.concatenate(picks))[:n]
+    return preprocess(split.images[idx], spec)
+
+
+def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "percentile",
+                  input_name: str = "input", percentile: float = 99.999) -> dict:
+    """Write the QDQ INT8 model; returns the calibration record for bundle.json."""
+    if method not in CALIB_METHODS:
+        raise FerEdgeError(f"unknown calibration method {method!r}; choose "
+                           f"{', '.join(CALIB_METHODS)}")
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    try:
+        quantize_static(
+            str(fp32), str(out), FaceCalibrationReader(calib, input_name),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CALIB_METHODS[method], op_types_to_quantize=QUANTIZED_OPS,
+            extra_options=extra,
+        )
+    except Exception as e:
+        out.unlink(missing_ok=True)
+        raise FerEdgeError(f"{fp32}: INT8 quantisation ({method}) failed: {e}") from None
+    record = {"method": method, "images": int(len(calib)), "format": "QDQ",
+              "per_channel": True, "activations": "S8", "weights": "S8"}
+    if method == "percentile":
+        record["percentile"] = percentile
+    return record
