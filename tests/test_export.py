@@ -13,18 +13,18 @@ from conftest import run_cli
 torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
 pytest.importorskip("onnx", reason="the [export] extra is not installed")
 
-from fer_edge.edge.backends import OrtBackend, predict_logits  # noqa: E402
-from fer_edge.edge.bundle import load_bundle  # noqa: E402
-from fer_edge.edge.data import load_split  # noqa: E402
-from fer_edge.edge.errors import FerEdgeError  # noqa: E402
-from fer_edge.edge.preprocess import InputSpec, preprocess  # noqa: E402
-from fer_edge.edge.trt_backend import tensorrt_unavailable_reason  # noqa: E402
+from fer_edge.edge.backends import OrtBackend, predict_logits
+from fer_edge.edge.bundle import load_bundle
+from fer_edge.edge.data import load_split
+from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.preprocess import InputSpec, preprocess
+from fer_edge.edge.trt_backend import tensorrt_unavailable_reason
 from fer_edge.train.checkpoint import (
     build_from_checkpoint,
     load_checkpoint,
-    save_checkpoint,  # noqa: E402
+    save_checkpoint,
 )
-from fer_edge.train.models import create_model  # noqa: E402
+from fer_edge.train.models import create_model
 
 
 @pytest.fixture(scope="module")

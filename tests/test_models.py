@@ -4,8 +4,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
 
-from fer_edge.edge.errors import FerEdgeError  # noqa: E402
-from fer_edge.train.models import create_model, list_models  # noqa: E402
+from fer_edge.edge.errors import FerEdgeError
+from fer_edge.train.models import create_model, list_models
 
 ARCHS = [*list_models(), "resnet18", "resnet50", "vgg16", "efficientnet_b0",
          "tf_efficientnetv2_b0"]

@@ -9,8 +9,8 @@ from conftest import run_cli
 
 torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
 
-from fer_edge.edge.errors import FerEdgeError  # noqa: E402
-from fer_edge.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from fer_edge.edge.errors import FerEdgeError
+from fer_edge.train.checkpoint import load_checkpoint, save_checkpoint
 
 # Validation on the same 400 training faces ("beats chance on those images"), no augmentation.
 ARGS = ["fer_edge.train.cli", "--arch", "fercnn_s", "--limit", "400", "--val-split", "train",
