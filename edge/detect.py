@@ -1,0 +1,129 @@
+"""Face detectors through OpenCV: the Haar cascade shipped in opencv-python (default, no
+download) and YuNet (``cv2.FaceDetectorYN``) when a model file is given.
+
+Detection can run on a downscaled copy of the frame (``max_width``): boxes come back in
+full-frame coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import FerEdgeError
+from .preprocess import to_gray
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x, y, w, h in frame pixels
+    score: float = 1.0
+
+
+def _downscale(frame: np.ndarray, max_width: int | None) -> tuple[np.ndarray, float]:
+    h, w = frame.shape[:2]
+    if not max_width or w <= max_width:
+        return frame, 1.0
+    s = max_width / w
+    return cv2.resize(frame, (max_width, max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade (``haarcascade_frontalface_default.xml``)."""
+
+    name = "haar"
+
+    def __init__(self, max_width: int | None = 320, scale_factor: float = 1.1,
+                 min_neighbors: int = 5, min_size: int = 24, cascade: str | None = None):
+        path = cascade or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        self.cascade = cv2.CascadeClassifier(path)
+        if self.cascade.empty():
+            raise FerEdgeError(f"{path}: cannot load the Haar cascade")
+        self.max_width, self.scale_factor = max_width, scale_factor
+        self.min_neighbors, self.min_size = min_neighbors, min_size
+
+    def __call__(self, frame: np.ndarray, min_size: int | None = None,
+                 max_size: int | None = None, downscale: bool = True) -> list[Detection]:
+        small, s = _downscale(frame, self.max_width if downscale else None)
+        gray = cv2.equalizeHist(to_gray(small))
+        lo = min_size or self.min_size
+        boxes = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor,
+                                              minNeighbors=self.min_neighbors,
+                                              minSize=(lo, lo),
+                                              maxSize=(max_size, max_size) if max_size else None)
+        return [Detection(tuple(float(v) / s for v in b)) for b in boxes]
+
+
+class YuNetDetector:
+    """OpenCV's DNN face detector; ``model`` is a face_detection_yunet_*.onnx file."""
+
+    name = "yunet"
+
+    def __init__(self, model: str, max_width: int | None = 320, score_threshold: float = 0.7,
+                 nms_threshold: float = 0.3):
+        if not Path(model).is_file():
+            raise FerEdgeError(f"{model}: YuNet model file not found (--detector-model)")
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise FerEdgeError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (needs >= 4.5.4)")
+        try:
+            self.net = cv2.FaceDetectorYN.create(model, "", (320, 240), score_threshold,
+                                                 nms_threshold)
+        except cv2.error as e:
+            raise FerEdgeError(f"{model}: OpenCV cannot load it as YuNet ({e.msg})") from None
+        self.max_width = max_width
+        self._size: tuple[int, int] | None = None
+
+    def __call__(self, frame: np.ndarray, min_size: int | None = None,
+                 max_size: int | None = None, downscale: bool = True) -> list[Detection]:
+        small, s = _downscale(frame, self.max_width if downscale else None)
+        if small.ndim == 2:
+            small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+        size = (small.shape[1], small.shape[0])
+        if size != self._size:
+            self.net.setInputSize(size)
+            self._size = size
+        _, faces = self.net.detect(small)
+        if faces is None:
+            return []
+        return [Detection(tuple(float(v) / s for v in f[:4]), float(f[-1])) for f in faces]
+
+
+def detect_near(detector: HaarDetector | YuNetDetector, frame: np.ndarray,
+                box: tuple[float, float, float, float], face_px: int = 64) -> Detection | None:
+    """Re-detect a tracked face in a window around its last box, rescaled so the face is
+    about ``face_px`` wide and searched only between 0.6x and 1.6x that size: a fraction of
+    a full-frame detection's cost (the DeepStream-style tracker re-detect)."""
+    x, y, w, h = box
+    fh, fw = frame.shape[:2]
+    x0, y0 = max(0, int(x - w / 2)), max(0, int(y - h / 2))
+    x1, y1 = min(fw, int(x + w * 1.5)), min(fh, int(y + h * 1.5))
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    s = face_px / max(w, 1.0)
+    roi = frame[y0:y1, x0:x1]
+    roi = cv2.resize(roi, (max(1, round(roi.shape[1] * s)), max(1, round(roi.shape[0] * s))),
+                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    found = detector(roi, min_size=int(face_px * 0.6), max_size=int(face_px * 1.6),
+                     downscale=False)
+    if not found:
+        return None
+    cx, cy = face_px / 2 + (x - x0) * s, face_px / 2 + (y - y0) * s  # where the box was
+    best = min(found, key=lambda d: (d.box[0] + d.box[2] / 2 - cx) ** 2
+               + (d.box[1] + d.box[3] / 2 - cy) ** 2)
+    bx, by, bw, bh = best.box
+    return Detection((x0 + bx / s, y0 + by / s, bw / s, bh / s), best.score)
+
+
+def make_detector(name: str = "haar", model: str | None = None,
+                  max_width: int | None = 320, **kw) -> HaarDetector | YuNetDetector:
+    if name == "haar":
+        return HaarDetector(max_width=max_width, **kw)
+    if name == "yunet":
+        if not model:
+            raise FerEdgeError("--detector yunet needs --detector-model FILE "
+                               "(face_detection_yunet_2023mar.onnx)")
+        return YuNetDetector(model, max_width=max_width)
+    raise FerEdgeError(f"unknown detector {name!r}; choose haar or yunet")

@@ -1,0 +1,115 @@
+"""Drive a Pipeline over a FrameSource into sinks, with timing and a clean stop."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .pipeline import STAGES, FrameResult, Pipeline
+from .sinks import JsonlSink, VideoSink, Window, annotate
+from .sources import FrameSource
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    frames_with_faces: int = 0
+    faces: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    seconds: float = 0.0
+    stopped_by: str | None = None  # "signal", "user" or None (source ended / max frames)
+    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    last_labels: list[str] = field(default_factory=list)  # label of the largest face per frame
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for s, v in self.stage_ms.items():
+            if v:
+                a = np.asarray(v)
+                out[s] = {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90))}
+        return out
+
+    def text(self) -> str:
+        lines = [f"frames {self.frames}  with faces {self.frames_with_faces}  faces {self.faces}"
+                 f"  dropped {self.dropped}  corrupt {self.corrupt}  "
+                 f"{self.fps:.1f} FPS over {self.seconds:.2f}s"]
+        pct = self.percentiles()
+        if pct:
+            lines.append("stage ms  " + "  ".join(f"{s} p50 {v['p50']:.3f} p90 {v['p90']:.3f}"
+                                                  for s, v in pct.items()))
+        return "\n".join(lines)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def run(source: FrameSource, pipe: Pipeline, jsonl: JsonlSink | None = None,
+        video: VideoSink | None = None, window: Window | None = None,
+        max_frames: int | None = None, independent_frames: bool = False,
+        progress=None) -> RunSummary:
+    """Process frames until the source ends, ``max_frames``, q/Esc, Ctrl-C or SIGTERM.
+
+    Sinks are always closed, so the video file is finalised and every JSON line is whole.
+    """
+    summary = RunSummary()
+
+    def on_term(signum, frame):
+        raise _Interrupted
+
+    old = {s: signal.signal(s, on_term) for s in (signal.SIGINT, signal.SIGTERM)}
+    t_start = time.perf_counter()
+    fps_ema: float | None = None
+    try:
+        it = iter(source)
+        while max_frames is None or summary.frames < max_frames:
+            t0 = time.perf_counter()
+            frame = next(it, None)
+            if frame is None:
+                break
+            decode_ms = (time.perf_counter() - t0) * 1e3
+            if independent_frames:
+                pipe.reset()
+            r: FrameResult = pipe(frame.image, frame.index, frame.timestamp, frame.path)
+            r.timings["decode"] = decode_ms
+            for s in STAGES:
+                summary.stage_ms[s].append(r.timings.get(s, 0.0))
+            summary.frames += 1
+            summary.faces += len(r.faces)
+            if r.faces:
+                summary.frames_with_faces += 1
+                biggest = max(r.faces, key=lambda f: f.box[2] * f.box[3])
+                summary.last_labels = (summary.last_labels + [biggest.label])[-20:]
+            if jsonl:
+                jsonl.write(r)
+            if video or window:
+                dt = time.perf_counter() - t0
+                fps_ema = 1 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
+                img = annotate(frame.image.copy(), r, fps_ema)
+                if video:
+                    video.write(img)
+                if window and not window.show(img):
+                    summary.stopped_by = "user"
+                    break
+            if progress is not None:
+                progress.update(1)
+    except (_Interrupted, KeyboardInterrupt):
+        summary.stopped_by = "signal"
+    finally:
+        summary.seconds = time.perf_counter() - t_start
+        summary.dropped, summary.corrupt = source.dropped, source.corrupt
+        for s, h in old.items():
+            signal.signal(s, h)
+        for sink in (jsonl, video, window):
+            if sink is not None:
+                sink.close()
+        source.close()
+    return summary

@@ -1,0 +1,78 @@
+"""IoU tracker with per-track exponential smoothing of class probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    id: int
+    box: tuple[float, float, float, float]
+    probs: np.ndarray | None = None
+    hits: int = 1
+    missed: int = 0  # consecutive detections without a match
+    history: list = field(default_factory=list, repr=False)
+
+
+class IouTracker:
+    """Greedy IoU matching of detections to tracks; a track unmatched for ``max_missed``
+    detection rounds expires. ``alpha`` is the EMA weight of the newest probabilities
+    (1.0 = no smoothing)."""
+
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, alpha: float = 0.3):
+        self.iou_threshold, self.max_missed, self.alpha = iou_threshold, max_missed, alpha
+        self.tracks: list[Track] = []
+        self._next = 1
+
+    def update(self, boxes: list[tuple[float, float, float, float]]) -> list[Track]:
+        """Match this round's detections; returns the track of each box, in order."""
+        pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks)
+                        for bi, b in enumerate(boxes)), reverse=True)
+        matched_t: set[int] = set()
+        out: list[Track | None] = [None] * len(boxes)
+        for score, ti, bi in pairs:
+            if score < self.iou_threshold:
+                break
+            if ti in matched_t or out[bi] is not None:
+                continue
+            t = self.tracks[ti]
+            t.box, t.missed = boxes[bi], 0
+            t.hits += 1
+            matched_t.add(ti)
+            out[bi] = t
+        for ti, t in enumerate(self.tracks):
+            if ti not in matched_t:
+                t.missed += 1
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        for bi, b in enumerate(boxes):
+            if out[bi] is None:
+                t = Track(self._next, b)
+                self._next += 1
+                self.tracks.append(t)
+                out[bi] = t
+        return out  # type: ignore[return-value]
+
+    def live(self, grace: int = 1) -> list[Track]:
+        """Tracks to report and carry between detections: seen in the latest detection round,
+        or missed in at most ``grace`` rounds (one missed detection does not blink a face)."""
+        return [t for t in self.tracks if t.missed <= grace]
+
+    def smooth(self, track: Track, probs: np.ndarray) -> np.ndarray:
+        if track.probs is None or self.alpha >= 1.0:
+            track.probs = probs.copy()
+        else:
+            track.probs = self.alpha * probs + (1.0 - self.alpha) * track.probs
+        return track.probs
