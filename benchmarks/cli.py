@@ -1,16 +1,79 @@
-"""``fer-bench``: latency / throughput / accuracy-drop report."""
+"""``fer-bench``: accuracy, accuracy drop, latency, throughput and pipeline FPS per model,
+backend and precision."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import click
 
-from fer_edge.edge.cliutil import not_implemented
+from fer_edge.edge.cliutil import friendly_errors, setup_logging
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Benchmark model bundles: accuracy, accuracy drop, latency, throughput, pipeline FPS."""
-    not_implemented("fer-bench", "benchmark harness issue")
+def _csv_list(value: str, cast=str) -> list:
+    return [cast(v.strip()) for v in value.split(",") if v.strip()]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "show_default": True})
+@click.option("--model", "models", multiple=True, type=click.Path(),
+              help="Bundle folder (repeatable) [the shipped default bundle].")
+@click.option("--data", type=click.Path(), default=None,
+              help="Labelled split for accuracy: FER2013 folder/CSV or CK+ style folder.")
+@click.option("--split", default="test", help="test = FER2013 PublicTest.")
+@click.option("--precision", default="fp32,int8", help="Comma list; missing ones are skipped.")
+@click.option("--backend", default="ort", help="Comma list of ort,tensorrt.")
+@click.option("--batch-sizes", default="1,8,32", help="Batch 1 gives latency, others "
+              "throughput.")
+@click.option("--threads", default="1,2", help="Comma list of intra-op thread counts.")
+@click.option("--video", type=click.Path(), default=None,
+              help="Also measure the edge loop on this video (and the naive loop).")
+@click.option("--video-loops", type=click.IntRange(1), default=10)
+@click.option("--warmup-s", type=float, default=1.0)
+@click.option("--min-runs", type=click.IntRange(1), default=200)
+@click.option("--min-seconds", type=float, default=2.0)
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Evaluate accuracy on at most this many images (stratified).")
+@click.option("--out", type=click.Path(), default="bench", help="Output folder.")
+@click.option("--compare-to", type=click.Path(), default=None,
+              help="Earlier results.json: print changes, exit 1 on a regression.")
+@click.option("--max-acc-drop", type=float, default=0.5, help="Gate: accuracy points.")
+@click.option("--max-latency-rise", type=float, default=0.10,
+              help="Gate: fractional rise of batch-1 p50.")
+@click.option("-v", "--verbose", is_flag=True)
+@friendly_errors
+def main(models, data, split, precision, backend, batch_sizes, threads, video, video_loops,
+         warmup_s, min_runs, min_seconds, limit, out, compare_to, max_acc_drop,
+         max_latency_rise, verbose) -> None:
+    """Benchmark model bundles side by side; writes results.json, results.csv, report.md and
+    plots to --out. Ctrl-C writes what was measured so far."""
+    setup_logging(verbose)
+    from pathlib import Path
+
+    from .compare import compare, load_results
+    from .harness import BenchSettings, run_benchmark
+    from .measure import Timing
+
+    old = load_results(compare_to) if compare_to else None  # fail early on a bad file
+    settings = BenchSettings(
+        models=list(models) or [None], data=data, split=split,
+        precisions=_csv_list(precision), backends=_csv_list(backend),
+        batch_sizes=_csv_list(batch_sizes, int), threads=_csv_list(threads, int),
+        video=video, video_loops=video_loops, limit=limit,
+        timing=Timing(warmup_s, min_runs, min_seconds))
+    command = shlex.join(["fer-bench", *sys.argv[1:]])
+    results, files = run_benchmark(settings, Path(out), command)
+    click.echo((Path(out) / "report.md").read_text())
+    click.echo("wrote " + ", ".join(str(f) for f in files), err=True)
+    if results.get("interrupted"):
+        sys.exit(130)
+    if old is not None:
+        lines, bad = compare(results, old, max_acc_drop, max_latency_rise)
+        click.echo("\n".join(["compared with " + str(compare_to), *lines]))
+        if bad:
+            click.echo("REGRESSION:\n" + "\n".join(bad), err=True)
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,166 @@
+"""``run_benchmark``: every bundle x precision x backend x threads, measured side by side."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fer_edge.edge.backends import open_backend
+from fer_edge.edge.bundle import Bundle, load_bundle
+from fer_edge.edge.data import Split, load_split
+from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.preprocess import preprocess
+
+from .environment import environment, peak_rss_mb
+from .measure import Timing, accuracy, interleaved_latency, pipeline_fps, summarize
+from .report import write_all
+
+log = logging.getLogger("fer_edge.bench")
+SCHEMA = "fer-bench/1"
+
+
+@dataclass
+class BenchSettings:
+    models: list[str | None]
+    data: str | None = None
+    split: str = "test"
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    backends: list[str] = field(default_factory=lambda: ["ort"])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    video: str | None = None
+    video_loops: int = 10
+    limit: int | None = None
+    timing: Timing = field(default_factory=Timing)
+
+
+def _names(bundles: list[Bundle]) -> list[str]:
+    names, seen = [], {}
+    for b in bundles:
+        n = b.name
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return names
+
+
+def _limit(split: Split, n: int | None) -> Split:
+    if n is None or n >= len(split):
+        return split
+    idx = np.random.default_rng(0).choice(len(split), n, replace=False)
+    return split.subset(np.sort(idx))
+
+
+def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list[Path]]:
+    bundles = [load_bundle(m) for m in s.models]
+    if s.video and not Path(s.video).is_file():
+        raise FerEdgeError(f"{s.video}: video not found")
+    results: dict = {
+        "schema": SCHEMA,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command, "environment": environment(),
+        "settings": {**asdict(s), "models": [str(b.path) for b in bundles]},
+        "results": [], "skipped": [], "pipeline": [], "interrupted": False,
+    }
+    latencies: dict[str, np.ndarray] = {}
+    try:
+        _measure(s, bundles, results, latencies)
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        log.warning("interrupted: writing the results measured so far")
+    results["peak_rss_mb"] = peak_rss_mb()
+    return results, write_all(results, out, latencies)
+
+
+def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
+             latencies: dict[str, np.ndarray]) -> None:
+    rows: list[tuple[dict, dict]] = []  # (row, {threads: backend})
+    for b, name in zip(bundles, _names(bundles), strict=True):
+        split = _limit(load_split(s.data, s.split, b.labels, size=b.input.height), s.limit) \
+            if s.data else None
+        x_val = preprocess(split.images, b.input) if split is not None else None
+        fp32_acc = None
+        for precision in s.precisions:
+            for backend in s.backends:
+                key = precision if backend == "ort" else (
+                    precision if precision.startswith("trt") else f"trt_{precision}")
+                if key not in b.models:
+                    results["skipped"].append(f"{name} {precision} {backend}: not in bundle")
+                    continue
+                try:
+                    engines = {t: open_backend(b, precision, backend, t) for t in s.threads}
+                except FerEdgeError as e:
+                    results["skipped"].append(f"{name} {precision} {backend}: {e}")
+                    continue
+                row = {"model": name, "bundle": str(b.path), "arch": b.arch,
+                       "precision": precision, "backend": backend,
+                       "params": int(b.meta.get("params", 0)), "labels": list(b.labels),
+                       "file_bytes": b.model_path(key).stat().st_size}
+                if split is not None:
+                    log.info("accuracy %s %s %s on %d images", name, precision, backend,
+                             len(split))
+                    rep = accuracy(engines[s.threads[0]], split, x_val)
+                    row.update(accuracy=rep["accuracy"], macro_f1=rep["macro_f1"],
+                               per_class=rep["per_class"], confusion=rep["confusion"],
+                               dataset=f"{s.data} [{s.split}]", images=rep["n"])
+                    if precision == "fp32":
+                        fp32_acc = rep["accuracy"]
+                    row["drop_points"] = None if fp32_acc is None else \
+                        100 * (fp32_acc - rep["accuracy"])
+                rows.append((row, engines))
+    if not rows:
+        raise FerEdgeError("nothing to measure: " + "; ".join(results["skipped"]))
+    for threads in s.threads:
+        _latency(s, bundles, rows, threads, results, latencies)
+    if s.video:
+        for b, name in zip(bundles, _names(bundles), strict=True):
+            prec = "int8" if "int8" in b.models else "fp32"
+            for naive in (False, True):
+                log.info("pipeline %s on %s (%s)", name, s.video, "naive" if naive else prec)
+                p = pipeline_fps(b, prec, s.video, naive, threads=s.threads[0],
+                                 loops=s.video_loops)
+                results["pipeline"].append({"model": name, "threads": s.threads[0], **p})
+
+
+def _latency(s: BenchSettings, bundles, rows, threads: int, results: dict,
+             latencies: dict[str, np.ndarray]) -> None:
+    spec = {r["bundle"]: b.input for b in bundles for r, _ in rows if r["bundle"] == str(b.path)}
+    rng = np.random.default_rng(0)
+    inputs = {}
+    for bundle_path, sp in spec.items():
+        faces = rng.integers(0, 256, (max(s.batch_sizes), sp.height, sp.width), np.uint8)
+        inputs[bundle_path] = preprocess(faces, sp)
+    for bs in s.batch_sizes:
+        fns = {}
+        for row, engines in rows:
+            x = inputs[row["bundle"]][:bs]
+            fns[f"{row['model']} {row['precision']} {row['backend']}"] = \
+                (lambda e=engines[threads], x=x: e(x))
+        timing = s.timing if bs == 1 else Timing(s.timing.warmup_s / 2,
+                                                  max(20, s.timing.min_runs // 4),
+                                                  s.timing.min_seconds / 2)
+        bar = tqdm(desc=f"latency batch {bs}, {threads} thread(s)", unit="round", leave=False)
+        ms = interleaved_latency(fns, timing, on_round=lambda b=bar: b.update(1))
+        bar.close()
+        for (row, _), (label, samples) in zip(rows, ms.items(), strict=True):
+            out = _row_for(results, row, threads)
+            if bs == 1:
+                out["latency_ms"] = {"batch1": summarize(samples)}
+                latencies[f"{label} t{threads}"] = samples
+            else:
+                out.setdefault("throughput_ips", {})[str(bs)] = \
+                    bs / (float(np.median(samples)) / 1e3)
+
+
+def _row_for(results: dict, row: dict, threads: int) -> dict:
+    for r in results["results"]:
+        if r["bundle"] == row["bundle"] and r["precision"] == row["precision"] \
+                and r["backend"] == row["backend"] and r["threads"] == threads:
+            return r
+    r = {**row, "threads": threads}
+    results["results"].append(r)
+    return r

@@ -1,0 +1,163 @@
+"""Writers for results.json, results.csv, report.md and the plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+CSV_COLUMNS = ["model", "arch", "precision", "backend", "threads", "params", "file_mb",
+               "accuracy", "macro_f1", "drop_points", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+               "runs", "throughput"]
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def csv_rows(results: dict) -> list[dict]:
+    rows = []
+    for r in results["results"]:
+        lat = r.get("latency_ms", {}).get("batch1", {})
+        rows.append({
+            "model": r["model"], "arch": r["arch"], "precision": r["precision"],
+            "backend": r["backend"], "threads": r["threads"], "params": r["params"],
+            "file_mb": round(r["file_bytes"] / 1e6, 3), "accuracy": r.get("accuracy"),
+            "macro_f1": r.get("macro_f1"), "drop_points": r.get("drop_points"),
+            "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"), "p99_ms": lat.get("p99"),
+            "mean_ms": lat.get("mean"), "runs": lat.get("runs"),
+            "throughput": json.dumps(r.get("throughput_ips", {})),
+        })
+    return rows
+
+
+def _f(v, fmt: str) -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    out = [f"# fer-bench report\n\n`{results['command']}`\n",
+           f"Machine: {env['cpu']} ({env['cores']} cores; {', '.join(env['cpu_flags'])}), "
+           f"onnxruntime {env['onnxruntime']}, OpenCV {env['opencv']}, TensorRT "
+           f"{env['tensorrt'] or '–'}, GPU {env['gpu'] or '–'}. "
+           f"Accuracy on {results['settings']['data']} [{results['settings']['split']}].\n",
+           "| model | precision | backend | threads | size MB | accuracy | drop (pt) | macro-F1 "
+           "| p50 ms | p90 ms | p99 ms | throughput img/s |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in csv_rows(results):
+        tp = ", ".join(f"b{k}: {v:.0f}" for k, v in json.loads(r["throughput"]).items())
+        out.append(f"| {r['model']} | {r['precision']} | {r['backend']} | {r['threads']} | "
+                   f"{r['file_mb']:.2f} | {_f(r['accuracy'], '.4f')} | "
+                   f"{_f(r['drop_points'], '+.2f')} | {_f(r['macro_f1'], '.4f')} | "
+                   f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | "
+                   f"{_f(r['p99_ms'], '.3f')} | {tp} |")
+    if results.get("pipeline"):
+        out += ["", f"Pipeline on {results['settings']['video']}:", "",
+                "| model | config | frames | faces found | FPS | decode p50 | detect p50 | "
+                "crop p50 | classify p50 | track p50 |", "|---|---|---:|---:|---:|---:|---:|"
+                "---:|---:|---:|"]
+        for p in results["pipeline"]:
+            st = p["stage_ms"]
+            cells = " | ".join(_f(st.get(s, {}).get("p50"), ".3f")
+                               for s in ("decode", "detect", "crop", "classify", "track"))
+            out.append(f"| {p['model']} | {p['config']} | {p['frames']} | "
+                       f"{100 * p['frames_with_faces'] / max(1, p['frames']):.1f}% | "
+                       f"{p['fps']:.1f} | {cells} |")
+    out.append(f"\nPeak RSS {results['peak_rss_mb']:.0f} MB."
+               + (" **Interrupted: partial results.**" if results.get("interrupted") else ""))
+    return "\n".join(out) + "\n"
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower latency and higher accuracy."""
+    keep = []
+    for i, (lat, acc) in enumerate(points):
+        if not any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc)
+                   for j, (l2, a2) in enumerate(points) if j != i):
+            keep.append(i)
+    return keep
+
+
+def plots(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fer_edge.train.report import plot_confusion, save_figure
+
+    written = []
+    rows = [r for r in results["results"] if r.get("accuracy") is not None
+            and r.get("latency_ms")]
+    if rows:
+        th = min(r["threads"] for r in rows)
+        sel = [r for r in rows if r["threads"] == th]
+        pts = [(r["latency_ms"]["batch1"]["p50"], 100 * r["accuracy"]) for r in sel]
+        front = set(pareto(pts))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, (r, (x, y)) in enumerate(zip(sel, pts, strict=True)):
+            ax.scatter(x, y, s=60, marker="*" if i in front else "o",
+                       color="tab:red" if i in front else "tab:blue")
+            ax.annotate(f"{r['model']} {r['precision']}", (x, y), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        fr = sorted(pts[i] for i in front)
+        ax.plot([p[0] for p in fr], [p[1] for p in fr], "r--", lw=1, label="Pareto front")
+        ax.set_xlabel(f"batch-1 latency p50 (ms, {th} thread{'s' if th > 1 else ''})")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save_figure(fig, out / "accuracy_vs_latency.png")
+        plt.close(fig)
+        written.append(out / "accuracy_vs_latency.png")
+
+        acc_rows = {(r["model"], r["precision"]): r["accuracy"] for r in rows}
+        fig, ax = plt.subplots(figsize=(max(5, len(acc_rows) * 0.9), 4))
+        names = [f"{m}\n{p}" for m, p in acc_rows]
+        ax.bar(names, [100 * a for a in acc_rows.values()], color="tab:green")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(max(0, 100 * min(acc_rows.values()) - 10), 100 * max(acc_rows.values()) + 3)
+        for i, a in enumerate(acc_rows.values()):
+            ax.text(i, 100 * a + 0.3, f"{100 * a:.1f}", ha="center", fontsize=8)
+        save_figure(fig, out / "accuracy.png")
+        plt.close(fig)
+        written.append(out / "accuracy.png")
+    if latencies:
+        fig, ax = plt.subplots(figsize=(max(6, len(latencies) * 1.1), 4))
+        ax.boxplot(list(latencies.values()), showfliers=False)
+        ax.set_xticks(range(1, len(latencies) + 1), list(latencies), rotation=30, ha="right",
+                      fontsize=8)
+        ax.set_ylabel("batch-1 latency (ms)")
+        ax.grid(alpha=0.3, axis="y")
+        save_figure(fig, out / "latency.png")
+        plt.close(fig)
+        written.append(out / "latency.png")
+    seen = set()
+    for r in results["results"]:
+        key = (r["model"], r["precision"])
+        if r.get("confusion") and key not in seen:
+            seen.add(key)
+            p = out / f"confusion_{r['model']}_{r['precision']}.png"
+            plot_confusion(np.array(r["confusion"]), r["labels"], p,
+                           f"{r['model']} {r['precision']}: {100 * r['accuracy']:.2f}%")
+            written.append(p)
+    return written
+
+
+def write_all(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    w.writeheader()
+    w.writerows(csv_rows(results))
+    _atomic_text(out / "results.csv", buf.getvalue())
+    _atomic_text(out / "report.md", markdown(results))
+    return [out / "results.json", out / "results.csv", out / "report.md",
+            *plots(results, out, latencies)]
