@@ -9,7 +9,7 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "show_default": True})
-@click.argument("checkpoint", type=click.Path())
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (QDQ, per-channel S8S8).")
 @click.option("--calib-data", type=click.Path(), help="FER2013 folder/CSV to calibrate on.")
@@ -36,9 +36,11 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--seed", type=int, default=0)
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
-def main(checkpoint: str, verbose: bool, trt: tuple[str, ...], trt_batch: str, **o) -> None:
-    """Export CHECKPOINT to a bundle: model.onnx (FP32), optionally model.int8.onnx and
-    TensorRT engines, and bundle.json with hashes and accuracy."""
+def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_batch: str,
+         **o) -> None:
+    """Export CHECKPOINTS to a bundle: model.onnx (FP32), optionally model.int8.onnx and
+    TensorRT engines, and bundle.json with hashes and accuracy. Several checkpoints become one
+    ensemble graph averaging their probabilities."""
     setup_logging(verbose)
     from pathlib import Path
 
@@ -52,7 +54,7 @@ def main(checkpoint: str, verbose: bool, trt: tuple[str, ...], trt_batch: str, *
     except (ValueError, AssertionError):
         raise FerEdgeError(f"--trt-batch {trt_batch!r}: expected min,opt,max like 1,8,32") \
             from None
-    meta = export_bundle(checkpoint, ExportOptions(out=Path(o.pop("out")), trt=trt,
+    meta = export_bundle(list(checkpoints), ExportOptions(out=Path(o.pop("out")), trt=trt,
                                                    trt_batch=batch, **o))
     m = meta["metrics"]
     summary = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in m.items())

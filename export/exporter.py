@@ -57,8 +57,24 @@ def _metric_entry(report: dict, split: Split, opts: ExportOptions) -> dict:
             "per_class_recall": {k: v["recall"] for k, v in report["per_class"].items()}}
 
 
-def export_bundle(checkpoint: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
-    """Write a bundle folder at ``opts.out``; returns its bundle.json content.
+def _load_members(checkpoints: list[str]) -> tuple[list, list[dict]]:
+    """Load every checkpoint; ensemble members must agree on labels and input."""
+    from fer_edge.train.checkpoint import build_from_checkpoint, load_checkpoint
+
+    models, ckpts = [], []
+    for c in checkpoints:
+        ck = load_checkpoint(c)
+        if ckpts and (ck["labels"] != ckpts[0]["labels"] or ck["input"] != ckpts[0]["input"]):
+            raise FerEdgeError(f"{c}: labels/input {ck['labels']} {ck['input']} differ from "
+                               f"{checkpoints[0]}'s; ensemble members must match")
+        models.append(build_from_checkpoint(ck, c))
+        ckpts.append(ck)
+    return models, ckpts
+
+
+def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) -> dict[str, Any]:
+    """Write a bundle folder at ``opts.out``; returns its bundle.json content. Several
+    checkpoints become one ensemble graph that averages their probabilities.
 
     Everything is built in a temporary folder beside ``out`` and renamed into place, so a
     failed or interrupted export never leaves a half-written bundle. TensorRT engines are built
@@ -66,15 +82,18 @@ def export_bundle(checkpoint: str | os.PathLike, opts: ExportOptions) -> dict[st
     """
     import torch
 
-    from fer_edge.train.checkpoint import build_from_checkpoint, load_checkpoint
-
-    from .onnx_export import FlipAverage, export_onnx, verify_onnx
+    from .onnx_export import Ensemble, FlipAverage, export_onnx, verify_onnx
     from .quantize import calibration_faces, quantize_int8
 
-    ckpt = load_checkpoint(checkpoint)
+    paths = [str(c) for c in checkpoints] if isinstance(checkpoints, list | tuple) \
+        else [str(checkpoints)]
+    members, ckpts = _load_members(paths)
+    ckpt, checkpoint = ckpts[0], paths[0]
     spec = InputSpec.from_dict(ckpt["input"])
     labels = tuple(ckpt["labels"])
-    model = build_from_checkpoint(ckpt, checkpoint)
+    model = members[0] if len(members) == 1 else Ensemble(members).eval()
+    arch = ckpt["arch"] if len(members) == 1 else \
+        "ensemble(" + "+".join(c["arch"] for c in ckpts) + ")"
     if opts.tta_flip:
         model = FlipAverage(model).eval()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -101,16 +120,18 @@ def export_bundle(checkpoint: str | os.PathLike, opts: ExportOptions) -> dict[st
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         meta: dict[str, Any] = {
-            "name": opts.name or f"{ckpt['arch']}" + ("-flip" if opts.tta_flip else ""),
-            "arch": ckpt["arch"], "labels": list(labels), "input": spec.to_dict(),
+            "name": opts.name or arch + ("-flip" if opts.tta_flip else ""),
+            "arch": arch, "labels": list(labels), "input": spec.to_dict(),
             "crop": {**ckpt.get("crop", {}), "margin": float(
                 opts.crop_margin if opts.crop_margin is not None
                 else ckpt.get("crop", {}).get("margin", 0.0)), "square": True},
             "output": "logits", "tta": "flip" if opts.tta_flip else None,
-            "params": int(ckpt.get("params", 0)), "opset": opts.opset,
+            "params": sum(int(c.get("params", 0)) for c in ckpts), "opset": opts.opset,
             "training": {"checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
                          "val_acc": ckpt.get("best"),
                          "command": ckpt.get("config", {}).get("command")},
+            "members": [{"checkpoint": Path(p).name, "arch": c["arch"], "epoch": c.get("epoch"),
+                         "val_acc": c.get("best")} for p, c in zip(paths, ckpts, strict=True)],
             "models": {}, "metrics": {},
         }
         export_onnx(model, spec, work / FP32_FILE, opts.opset)

@@ -18,6 +18,19 @@ log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
+class Ensemble(nn.Module):
+    """Several members in ONE graph: their probabilities averaged, log-probabilities out, so
+    the edge runtime and INT8 quantisation see a single model."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([m(x).softmax(-1) for m in self.members]).mean(0)
+        return torch.log(p.clamp_min(1e-12))
+
+
 class FlipAverage(nn.Module):
     """Horizontal-flip test-time averaging inside the graph: one batch of 2N through the
     network, probabilities averaged, log-probabilities out (valid logits for softmax/argmax)."""

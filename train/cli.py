@@ -57,13 +57,24 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="Run at most this many epochs now, then stop resumably (fits a run into "
                    "sessions; the schedule still spans --epochs).")
+@click.option("--drop", type=click.FloatRange(0, 0.9), default=None,
+              help="Dropout before the classifier [architecture default].")
+@click.option("--sync-bn", is_flag=True, help="torchrun on GPUs: synchronised BatchNorm.")
+@click.option("--teacher", type=click.Path(), default=None,
+              help="Distil from this checkpoint's soft targets.")
+@click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.5,
+              help="Weight of the distillation loss.")
+@click.option("--kd-temperature", type=click.FloatRange(0.1), default=4.0)
 @click.option("--init", type=click.Path(), default=None,
               help="Start from the weights of a local checkpoint.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def main(**o) -> None:
     """Train an emotion classifier; writes best.pt, last.pt, metrics.json, curves.png and
-    confusion.png to --out. Ctrl-C leaves a resumable last.pt."""
+    confusion.png to --out. Ctrl-C leaves a resumable last.pt.
+
+    Runs unchanged under torchrun (--batch-size is then the global batch):
+    torchrun --nproc_per_node 4 -m fer_edge.train.cli --data ... """
     setup_logging(o.pop("verbose"))
     from .augment import AugmentConfig
     from .trainer import TrainConfig, fit
@@ -76,6 +87,8 @@ def main(**o) -> None:
     o["in_chans"] = int(o["in_chans"])
     cfg = TrainConfig(augment=aug, command=shlex.join(["fer-train", *sys.argv[1:]]), **o)
     m = fit(cfg)
+    if not m:  # a torchrun rank other than 0
+        return
     click.echo(f"best {m['selection_metric']} {m['best_val_acc']:.4f} at epoch "
                f"{m['best_epoch']}; outputs in {cfg.out}")
 

@@ -26,7 +26,8 @@ from fer_edge.edge.preprocess import InputSpec
 
 from .augment import AugmentConfig
 from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
-from .engine import class_weights, epoch_order, predict_proba, train_one_epoch
+from .distributed import barrier, check_batch, gather_rows, init_distributed, shutdown
+from .engine import Distiller, class_weights, epoch_order, predict_proba, train_one_epoch
 from .models import count_params, create_model
 
 log = logging.getLogger("fer_edge.train")
@@ -63,6 +64,11 @@ class TrainConfig:
     init: str | None = None
     resume: str | None = None
     stop_after: int | None = None  # epochs to run in this invocation, then stop resumably
+    drop: float | None = None  # dropout before the classifier (fercnn_*; timm: drop_rate)
+    sync_bn: bool = False  # DDP on GPUs: synchronise BatchNorm statistics across ranks
+    teacher: str | None = None
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
     command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,36 +138,69 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
     return opt, sched
 
 
-class _Stop(Exception):
-    pass
-
-
 def _raise_on_sigterm(signum, frame):  # SIGTERM behaves like Ctrl-C
     raise KeyboardInterrupt
 
 
+def _arch_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    if cfg.drop is None:
+        return {}
+    return {"drop": cfg.drop} if cfg.arch.startswith("fercnn") else {"drop_rate": cfg.drop}
+
+
+def _resolve_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
+    if not cfg.resume:
+        return cfg, None
+    ckpt = load_checkpoint(cfg.resume)
+    if "optimizer" not in ckpt:
+        raise FerEdgeError(f"{cfg.resume}: has no optimizer state; resume from last.pt "
+                           "(best.pt holds weights only, use --init for it)")
+    saved = TrainConfig.from_dict(ckpt["config"])
+    # Everything that defines the run comes from the checkpoint; where and how long from now.
+    for k in ("data", "out", "device", "threads", "resume", "command", "stop_after"):
+        setattr(saved, k, getattr(cfg, k))
+    saved.epochs = max(cfg.epochs, saved.epochs)
+    return saved, ckpt
+
+
+def _load_teacher(cfg: TrainConfig, labels: tuple[str, ...], train: Split, spec: InputSpec,
+                  device: torch.device) -> Distiller | None:
+    if not cfg.teacher:
+        return None
+    tck = load_checkpoint(cfg.teacher)
+    if tuple(tck["labels"]) != labels:
+        raise FerEdgeError(f"{cfg.teacher}: teacher labels {tck['labels']} differ from the "
+                           f"student's {list(labels)}")
+    if InputSpec.from_dict(tck["input"]) != spec:
+        raise FerEdgeError(f"{cfg.teacher}: teacher input {tck['input']} differs from the "
+                           f"student's {spec.to_dict()}")
+    teacher = build_from_checkpoint(tck, cfg.teacher).to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    d = Distiller(teacher, cfg.kd_alpha, cfg.kd_temperature)
+    if not cfg.augment.enabled:  # inputs never change: run the teacher once
+        logits = predict_proba(teacher, train, spec, device)  # probabilities ...
+        d.cached = torch.from_numpy(np.log(np.maximum(logits, 1e-12)))  # ... as log-probs
+    log.info("distilling from %s (%s), alpha %.2f, T %.1f%s", cfg.teacher, tck["arch"],
+             d.alpha, d.temperature, ", teacher outputs cached" if d.cached is not None else "")
+    return d
+
+
 def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train, checkpointing every epoch; returns the metrics dict written to metrics.json."""
+    """Train, checkpointing every epoch; returns the metrics dict written to metrics.json.
+    Under torchrun every rank calls this; rank 0 alone logs and writes files."""
+    cfg, resume_ckpt = _resolve_resume(cfg)
     out = Path(cfg.out)
-    resume_ckpt = None
-    if cfg.resume:
-        resume_ckpt = load_checkpoint(cfg.resume)
-        if "optimizer" not in resume_ckpt:
-            raise FerEdgeError(f"{cfg.resume}: has no optimizer state; resume from last.pt "
-                               "(best.pt holds weights only, use --init for it)")
-        saved = TrainConfig.from_dict(resume_ckpt["config"])
-        # Everything that defines the run comes from the checkpoint; where and how long from now.
-        saved.data, saved.out, saved.device, saved.threads = cfg.data, cfg.out, cfg.device, \
-            cfg.threads
-        saved.epochs, saved.resume, saved.command = max(cfg.epochs, saved.epochs), cfg.resume, \
-            cfg.command
-        saved.stop_after = cfg.stop_after
-        cfg = saved
     device = pick_device(cfg.device)
+    ctx, device = init_distributed(device)
+    check_batch(cfg.batch_size, ctx)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        log.setLevel(logging.WARNING)
 
     spec = InputSpec(height=cfg.img_size, width=cfg.img_size, channels=cfg.in_chans)
     labels = tuple(resume_ckpt["labels"]) if resume_ckpt else FER2013_LABELS
@@ -169,28 +208,36 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                                          cfg.skip_bad), cfg.limit, cfg.seed)
     val = stratified_subset(load_split(cfg.data, cfg.val_split, labels, cfg.img_size,
                                        cfg.skip_bad), cfg.val_limit, cfg.seed)
-    model = create_model(cfg.arch, num_classes=len(labels), in_chans=cfg.in_chans)
+    model = create_model(cfg.arch, num_classes=len(labels), in_chans=cfg.in_chans,
+                         **_arch_kwargs(cfg))
     if cfg.init and not resume_ckpt:
-        init = load_checkpoint(cfg.init)
-        src = init["model"]
         own = model.state_dict()
-        fit_keys = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+        fit_keys = {k: v for k, v in load_checkpoint(cfg.init)["model"].items()
+                    if k in own and own[k].shape == v.shape}
         model.load_state_dict(fit_keys, strict=False)
         log.info("--init %s: loaded %d/%d tensors (classifier re-initialised where shapes "
                  "differ)", cfg.init, len(fit_keys), len(own))
+    if resume_ckpt:
+        model.load_state_dict(resume_ckpt["model"])
     # channels_last: oneDNN convolutions train ~1.5x faster on CPU in this layout.
     model.to(device, memory_format=torch.channels_last)
+    net: nn.Module = model
+    if ctx.enabled:
+        if cfg.sync_bn and device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
     steps = math.ceil(len(train) / cfg.batch_size)
     opt, sched = build_optimizer(cfg, model, steps)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     weight = class_weights(train).to(device) if cfg.balance == "loss" else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    distiller = _load_teacher(cfg, labels, train, spec, device)
     metric = "val_acc_flip" if cfg.eval_flip else "val_acc"
 
     start_epoch, best, history = 0, -1.0, []
     if resume_ckpt:
-        model.load_state_dict(resume_ckpt["model"])
         opt.load_state_dict(resume_ckpt["optimizer"])
         sched.load_state_dict(resume_ckpt["scheduler"])
         if scaler is not None and resume_ckpt.get("scaler"):
@@ -199,9 +246,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             list(resume_ckpt["history"])
         torch.set_rng_state(resume_ckpt["torch_rng"])
 
-    meta = {"arch": cfg.arch, "labels": list(labels), "input": spec.to_dict(),
-            "crop": {"margin": 0.0, "square": True}, "config": cfg.to_dict(),
-            "params": count_params(model)}
+    meta = {"arch": cfg.arch, "arch_kwargs": _arch_kwargs(cfg), "labels": list(labels),
+            "input": spec.to_dict(), "crop": {"margin": 0.0, "square": True},
+            "config": cfg.to_dict(), "params": count_params(model), "world_size": ctx.world}
 
     def state(epoch: int) -> dict[str, Any]:
         return {**meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -209,57 +256,71 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                 "scaler": scaler.state_dict() if scaler else {}, "epoch": epoch, "best": best,
                 "history": history, "torch_rng": torch.get_rng_state()}
 
-    log.info("training %s (%.2f M params) on %s: %d train / %d val images, %d epochs",
-             cfg.arch, count_params(model) / 1e6, device, len(train), len(val), cfg.epochs)
+    log.info("training %s (%.2f M params) on %s%s: %d train / %d val images, %d epochs",
+             cfg.arch, count_params(model) / 1e6, device,
+             f" x {ctx.world} processes" if ctx.enabled else "", len(train), len(val),
+             cfg.epochs)
     prev = signal.signal(signal.SIGTERM, _raise_on_sigterm) \
         if hasattr(signal, "SIGTERM") else None
     t_start = time.time()
     epoch = start_epoch
+    val_index = np.arange(ctx.rank, len(val), ctx.world)
     try:
-        if start_epoch == 0:  # so Ctrl-C in epoch 1 still leaves a resumable file
+        if start_epoch == 0 and ctx.main:  # so Ctrl-C in epoch 1 still leaves a resumable file
             save_checkpoint(state(0), out / "last.pt")
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs,
                                                              start_epoch + cfg.stop_after)
         for epoch in range(start_epoch, last):
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7919 * ctx.rank)
             order = epoch_order(train, epoch, cfg.seed, cfg.balance)
-            st = train_one_epoch(model, train, spec, order, cfg.batch_size, opt, sched, loss_fn,
+            st = train_one_epoch(net, train, spec, order, cfg.batch_size, opt, sched, loss_fn,
                                  cfg.augment, gen, device, scaler,
-                                 desc=f"epoch {epoch + 1}/{cfg.epochs}")
+                                 desc=f"epoch {epoch + 1}/{cfg.epochs}", ctx=ctx,
+                                 distiller=distiller)
             row = {"epoch": epoch + 1, "train_loss": st.loss, "train_acc": st.accuracy,
                    "images_per_s": st.images_per_s, "lr": opt.param_groups[0]["lr"]}
-            p = predict_proba(model, val, spec, device)
+            p = gather_rows(val_index, predict_proba(model, val, spec, device,
+                                                     index=val_index), len(val), ctx)
             row["val_acc"] = float((p.argmax(1) == val.labels).mean())
             if cfg.eval_flip:
-                pf = predict_proba(model, val, spec, device, flip=True)
+                pf = gather_rows(val_index, predict_proba(model, val, spec, device, flip=True,
+                                                          index=val_index), len(val), ctx)
                 row["val_acc_flip"] = float((pf.argmax(1) == val.labels).mean())
             history.append(row)
             improved = row[metric] > best
             if improved:
                 best = row[metric]
-                save_checkpoint({**meta, "model": model.state_dict(), "epoch": epoch + 1,
-                                 "best": best, "history": history}, out / "best.pt")
-            save_checkpoint(state(epoch + 1), out / "last.pt")
-            msg = (f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {st.loss:.4f}  "
-                   f"train {st.accuracy:.4f}  val {row['val_acc']:.4f}"
-                   + (f"  val_flip {row['val_acc_flip']:.4f}" if cfg.eval_flip else "")
-                   + f"  {st.images_per_s:.0f} img/s" + ("  *best*" if improved else ""))
-            tqdm.write(msg)
-            with open(out / "train.log", "a") as fh:
-                fh.write(msg + "\n")
+            if ctx.main:
+                if improved:
+                    save_checkpoint({**meta, "model": model.state_dict(), "epoch": epoch + 1,
+                                     "best": best, "history": history}, out / "best.pt")
+                save_checkpoint(state(epoch + 1), out / "last.pt")
+                msg = (f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {st.loss:.4f}  "
+                       f"train {st.accuracy:.4f}  val {row['val_acc']:.4f}"
+                       + (f"  val_flip {row['val_acc_flip']:.4f}" if cfg.eval_flip else "")
+                       + f"  {st.images_per_s:.0f} img/s" + ("  *best*" if improved else ""))
+                tqdm.write(msg)
+                with open(out / "train.log", "a") as fh:
+                    fh.write(msg + "\n")
+            barrier(ctx)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else start_epoch
-        tqdm.write(f"\ninterrupted during epoch {epoch + 1}; {out / 'last.pt'} holds the state "
-                   f"after epoch {done}: continue with --resume {out / 'last.pt'}",
-                   file=sys.stderr)
+        if ctx.main:
+            tqdm.write(f"\ninterrupted during epoch {epoch + 1}; {out / 'last.pt'} holds the "
+                       f"state after epoch {done}: continue with --resume {out / 'last.pt'}",
+                       file=sys.stderr)
         raise
     finally:
         if prev is not None:
             signal.signal(signal.SIGTERM, prev)
-    if last < cfg.epochs:
+    if last < cfg.epochs and ctx.main:
         tqdm.write(f"stopped after epoch {last} of {cfg.epochs} (--stop-after); continue with "
                    f"--resume {out / 'last.pt'}")
-    return finish(cfg, out, val, spec, device, history, metric, time.time() - t_start)
+    metrics = finish(cfg, out, val, spec, device, history, metric, time.time() - t_start) \
+        if ctx.main else {}
+    barrier(ctx)
+    shutdown(ctx)
+    return metrics
 
 
 def finish(cfg: TrainConfig, out: Path, val: Split, spec: InputSpec, device: torch.device,
