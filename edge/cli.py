@@ -163,20 +163,24 @@ class _EchoSink:
 
 @main.command("calibrate-margin", context_settings=CTX)
 @click.option("--data", required=True, type=click.Path(), help="FER2013 folder or CSV.")
-@click.option("--split", default="train")
-@click.option("--images", type=click.IntRange(10), default=2000)
-@click.option("--upscale", type=click.IntRange(2), default=4)
+@click.option("--source", "sources", multiple=True, required=True, type=click.Path(),
+              help="Video, image or folder with real faces at camera resolution (repeatable).")
+@click.option("--demo", is_flag=True, help="Add the --demo portrait to the sources.")
+@click.option("--images", type=click.IntRange(100), default=3000,
+              help="FER2013 training faces to measure.")
 @friendly_errors
-def calibrate_margin(data, split, images, upscale) -> None:
-    """Measure the crop margin that frames live faces like FER2013's training images."""
+def calibrate_margin(data, sources, demo, images) -> None:
+    """Measure the crop margin that frames live Haar detections like FER2013's images
+    (eye distance relative to the image vs. to the detector box)."""
     setup_logging(False)
     from fer_edge.edge.framing import estimate_crop_margin
 
-    r = estimate_crop_margin(data, split, images, upscale)
-    click.echo(f"detected {r['detected']}/{r['images']} faces; box/image ratio median "
-               f"{r['ratio_median']:.3f} (p25 {r['ratio_p25']:.3f}, p75 {r['ratio_p75']:.3f}) "
-               f"; box centre offset {r['center_offset'][0]:+.3f},{r['center_offset'][1]:+.3f} "
-               f"of the side -> crop margin {r['margin']:.3f}")
+    r = estimate_crop_margin(data, [*sources, *([demo_image()] if demo else [])],
+                             images=images)
+    click.echo(f"FER2013: eye distance {r['r_fer']:.3f} of the image side "
+               f"({r['fer_eye_pairs']}/{r['fer_images']} faces); live Haar boxes: "
+               f"{r['r_box']:.3f} of the box width ({r['live_eye_pairs']}/{r['live_faces']} "
+               f"faces) -> crop margin {r['margin']:.3f}")
 
 
 if __name__ == "__main__":

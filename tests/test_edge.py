@@ -180,3 +180,11 @@ def test_memory_flat_over_thousands_of_frames(video):
             marks[f.index] = rss_mb()
     src.close()
     assert len(marks) == 2 and marks[2839] - marks[284] < 15, marks
+
+
+def test_crop_margin_estimate_is_plausible(fer2013, video):
+    from fer_edge.edge.framing import estimate_crop_margin
+
+    r = estimate_crop_margin(str(fer2013), [str(video)], images=400)
+    assert r["live_eye_pairs"] >= 50 and r["fer_eye_pairs"] >= 100
+    assert 0.0 < r["margin"] < 0.3
