@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -65,7 +66,10 @@ def run(source: FrameSource, pipe: Pipeline, jsonl: JsonlSink | None = None,
     def on_term(signum, frame):
         raise _Interrupted
 
-    old = {s: signal.signal(s, on_term) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Signal handlers can only be set from the main thread (the CLI); elsewhere Ctrl-C stays
+    # the caller's business.
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, on_term) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     t_start = time.perf_counter()
     fps_ema: float | None = None
     try:
