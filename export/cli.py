@@ -31,7 +31,8 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--tta-flip", is_flag=True,
               help="Put horizontal-flip averaging inside the graph.")
 @click.option("--crop-margin", type=float, default=None,
-              help="Face-box margin recorded in the bundle [from the checkpoint].")
+              help="Face-box margin recorded in the bundle [the checkpoint's, else 0.075, "
+                   "measured for Haar boxes on FER2013 by fer-edge calibrate-margin].")
 @click.option("--name", default=None, help="Bundle name [the architecture].")
 @click.option("--seed", type=int, default=0)
 @click.option("-v", "--verbose", is_flag=True)

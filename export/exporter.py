@@ -17,7 +17,7 @@ from fer_edge.edge.bundle import load_bundle, write_bundle_json
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.metrics import classification_report
-from fer_edge.edge.preprocess import InputSpec, preprocess
+from fer_edge.edge.preprocess import FER2013_HAAR_MARGIN, InputSpec, preprocess
 
 log = logging.getLogger("fer_edge.export")
 
@@ -51,7 +51,7 @@ def _evaluate(model_path: Path, split: Split, x: np.ndarray, threads: int | None
     return classification_report(split.labels, logits.argmax(1), split.label_names)
 
 
-def _metric_entry(report: dict, split: Split, opts: ExportOptions) -> dict:
+def _metric_entry(report: dict, opts: ExportOptions) -> dict:
     return {"dataset": str(opts.val_data), "split": opts.val_split, "n": report["n"],
             "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
             "per_class_recall": {k: v["recall"] for k, v in report["per_class"].items()}}
@@ -80,10 +80,9 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
     failed or interrupted export never leaves a half-written bundle. TensorRT engines are built
     afterwards: if that fails, the ONNX bundle stays and the error is raised.
     """
-    import torch
 
     from .onnx_export import Ensemble, FlipAverage, export_onnx, verify_onnx
-    from .quantize import calibration_faces, quantize_int8
+    from .quantize import calibration_faces
 
     paths = [str(c) for c in checkpoints] if isinstance(checkpoints, list | tuple) \
         else [str(checkpoints)]
@@ -96,7 +95,6 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
         "ensemble(" + "+".join(c["arch"] for c in ckpts) + ")"
     if opts.tta_flip:
         model = FlipAverage(model).eval()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     def read(path: str, split: str) -> Split:
         return load_split(path, split, labels, size=spec.height)
@@ -122,9 +120,9 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
         meta: dict[str, Any] = {
             "name": opts.name or arch + ("-flip" if opts.tta_flip else ""),
             "arch": arch, "labels": list(labels), "input": spec.to_dict(),
-            "crop": {**ckpt.get("crop", {}), "margin": float(
+            "crop": {**ckpt.get("crop", {}), "square": True, "margin": float(
                 opts.crop_margin if opts.crop_margin is not None
-                else ckpt.get("crop", {}).get("margin", 0.0)), "square": True},
+                else ckpt.get("crop", {}).get("margin", FER2013_HAAR_MARGIN))},
             "output": "logits", "tta": "flip" if opts.tta_flip else None,
             "params": sum(int(c.get("params", 0)) for c in ckpts), "opset": opts.opset,
             "training": {"checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
@@ -140,13 +138,12 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
         meta["models"]["fp32"] = {"file": FP32_FILE, "max_abs_diff_vs_torch": diff}
         if val is not None:
             rep = _evaluate(work / FP32_FILE, val, x_val, opts.eval_threads)
-            meta["metrics"]["fp32"] = _metric_entry(rep, val, opts)
+            meta["metrics"]["fp32"] = _metric_entry(rep, opts)
             log.info("FP32 accuracy on %s [%s]: %.4f", opts.val_data, opts.val_split,
                      rep["accuracy"])
         if opts.int8:
-            _add_int8(work, meta, opts, calibration_faces(calib_split, opts.calib_images, spec,
-                                                          opts.seed), val, x_val,
-                      quantize_int8)
+            calib = calibration_faces(calib_split, opts.calib_images, spec, opts.seed)
+            _add_int8(work, meta, opts, calib, val, x_val)
         write_bundle_json(work, meta)
         load_bundle(work)  # the reader must accept what the writer wrote
         if out.exists():
@@ -163,7 +160,9 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
 
 
 def _add_int8(work: Path, meta: dict, opts: ExportOptions, calib: np.ndarray,
-              val: Split | None, x_val: np.ndarray | None, quantize_int8) -> None:
+              val: Split | None, x_val: np.ndarray | None) -> None:
+    from .quantize import quantize_int8
+
     methods = ["minmax", "entropy", "percentile"] if opts.calib_method == "auto" \
         else [opts.calib_method]
     best: tuple[float, str, dict, dict | None] | None = None
@@ -184,7 +183,7 @@ def _add_int8(work: Path, meta: dict, opts: ExportOptions, calib: np.ndarray,
         record["auto_tried"] = methods
     if rep is not None:
         drop = 100.0 * (meta["metrics"]["fp32"]["accuracy"] - rep["accuracy"])
-        entry = _metric_entry(rep, val, opts)
+        entry = _metric_entry(rep, opts)
         entry["drop_points"] = drop
         if drop > opts.max_drop and not opts.force:
             raise FerEdgeError(f"INT8 accuracy drop {drop:.2f} points exceeds --max-drop "

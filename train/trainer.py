@@ -247,7 +247,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         torch.set_rng_state(resume_ckpt["torch_rng"])
 
     meta = {"arch": cfg.arch, "arch_kwargs": _arch_kwargs(cfg), "labels": list(labels),
-            "input": spec.to_dict(), "crop": {"margin": 0.0, "square": True},
+            "input": spec.to_dict(),
             "config": cfg.to_dict(), "params": count_params(model), "world_size": ctx.world}
 
     def state(epoch: int) -> dict[str, Any]:
