@@ -81,7 +81,7 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
     afterwards: if that fails, the ONNX bundle stays and the error is raised.
     """
 
-    from .onnx_export import Ensemble, FlipAverage, export_onnx, verify_onnx
+    from .onnx_export import Ensemble, FlipAverage, count_macs, export_onnx, verify_onnx
     from .quantize import calibration_faces
 
     paths = [str(c) for c in checkpoints] if isinstance(checkpoints, list | tuple) \
@@ -136,6 +136,7 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
         diff = verify_onnx(model, work / FP32_FILE, check)
         log.info("FP32 ONNX matches PyTorch: max |diff| %.2e on %d faces", diff, len(check))
         meta["models"]["fp32"] = {"file": FP32_FILE, "max_abs_diff_vs_torch": diff}
+        meta["mmacs"] = round(count_macs(work / FP32_FILE) / 1e6, 2)  # per image, incl. TTA
         if val is not None:
             rep = _evaluate(work / FP32_FILE, val, x_val, opts.eval_threads)
             meta["metrics"]["fp32"] = _metric_entry(rep, opts)

@@ -72,6 +72,36 @@ def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int = 18) 
         raw.unlink(missing_ok=True)
 
 
+def count_macs(path: Path) -> int:
+    """Multiply-accumulates of one image through the graph's Conv, Gemm and MatMul nodes
+    (shapes from ONNX shape inference with the batch fixed to 1)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for t in (*model.graph.input, *model.graph.output):
+        dims = t.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_value = 1
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*model.graph.value_info, *model.graph.input, *model.graph.output)}
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    macs = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0])
+        if not out or not all(out):
+            continue
+        if node.op_type == "Conv":
+            w = inits.get(node.input[1]) or shapes.get(node.input[1])
+            if w:
+                macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0]) or inits.get(node.input[0])
+            if a:
+                macs += int(np.prod(out)) * int(a[-1])
+    return macs
+
+
 @torch.no_grad()
 def verify_onnx(model: nn.Module, onnx_path: Path, x: np.ndarray, atol: float = 1e-3) -> float:
     """Max |logit difference| between PyTorch and onnxruntime on ``x``; raises above ``atol``."""

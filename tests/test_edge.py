@@ -188,3 +188,18 @@ def test_crop_margin_estimate_is_plausible(fer2013, video):
     r = estimate_crop_margin(str(fer2013), [str(video)], images=400)
     assert r["live_eye_pairs"] >= 50 and r["fer_eye_pairs"] >= 100
     assert 0.0 < r["margin"] < 0.3
+
+
+def test_live_source_that_stops_delivering_gives_up(video):
+    """A live capture (here a stream that runs dry) is retried, then an error, not a hang."""
+    from fer_edge.edge.errors import FerEdgeError
+    from fer_edge.edge.sources import LiveCapture
+
+    src = LiveCapture(SourceSpec("url", str(video)), max_retries=0, read_timeout=0.5)
+    got = 0
+    with pytest.raises(FerEdgeError, match="no frames after 0 reconnect attempts"):
+        for _ in src:
+            got += 1
+    src.close()
+    assert got >= 1  # frames flowed before it dried up (older ones dropped, newest kept)
+    assert got + src.dropped <= 71
