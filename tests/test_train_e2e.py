@@ -87,3 +87,25 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error:") and "missing" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(fer2013, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "int"
+    p = subprocess.Popen([sys.executable, "-m", *ARGS[:1], "--data", str(fer2013), *ARGS[1:],
+                          "--limit", "1500", "--epochs", "50", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "train.log").exists():
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "continue with --resume" in err
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] >= 1 and "optimizer" in ck
+    assert not list(out.glob("*.tmp"))
