@@ -111,15 +111,15 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
     det = make_detector(detector, detector_model, detect_width or None, **det_kw)
     pipe = Pipeline(bundle, precision, backend, threads, providers.split(","), det,
                     detect_every, full_detect_every, max_faces, None if no_smooth else smooth)
+    show = display_available() if display is None else display
+    if show and not display_available():
+        raise FerEdgeError("--display: no display available (DISPLAY unset or OpenCV "
+                           "built without GUI)")
     src = open_source(spec, max_retries=reconnect) if spec.live else open_source(spec)
     if loop > 1 and spec.kind == "video":
         from fer_edge.edge.sources import LoopedVideo
 
         src = LoopedVideo(src, loop)
-    show = display_available() if display is None else display
-    if show and not display_available():
-        raise FerEdgeError("--display: no display available (DISPLAY unset or OpenCV "
-                           "built without GUI)")
     click.echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
                f"{det.name}, source {spec.kind} {spec.target}", err=True)
     progress = None
