@@ -35,8 +35,3 @@ def friendly_errors(fn: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
-
-
-def not_implemented(command: str, issue: str) -> None:
-    click.echo(f"error: {command} is not implemented yet ({issue})", err=True)
-    sys.exit(2)
