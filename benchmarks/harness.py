@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from fer_edge.edge.backends import open_backend
 from fer_edge.edge.bundle import Bundle, load_bundle
-from fer_edge.edge.data import Split, load_split
+from fer_edge.edge.data import load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.preprocess import preprocess
 
@@ -48,13 +48,6 @@ def _names(bundles: list[Bundle]) -> list[str]:
     return names
 
 
-def _limit(split: Split, n: int | None) -> Split:
-    if n is None or n >= len(split):
-        return split
-    idx = np.random.default_rng(0).choice(len(split), n, replace=False)
-    return split.subset(np.sort(idx))
-
-
 def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list[Path]]:
     bundles = [load_bundle(m) for m in s.models]
     if s.video and not Path(s.video).is_file():
@@ -80,7 +73,7 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
              latencies: dict[str, np.ndarray]) -> None:
     rows: list[tuple[dict, dict]] = []  # (row, {threads: backend})
     for b, name in zip(bundles, _names(bundles), strict=True):
-        split = _limit(load_split(s.data, s.split, b.labels, size=b.input.height), s.limit) \
+        split = load_split(s.data, s.split, b.labels, size=b.input.height).stratified(s.limit) \
             if s.data else None
         x_val = preprocess(split.images, b.input) if split is not None else None
         fp32_acc = None
@@ -128,12 +121,10 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
 
 def _latency(s: BenchSettings, bundles, rows, threads: int, results: dict,
              latencies: dict[str, np.ndarray]) -> None:
-    spec = {r["bundle"]: b.input for b in bundles for r, _ in rows if r["bundle"] == str(b.path)}
     rng = np.random.default_rng(0)
-    inputs = {}
-    for bundle_path, sp in spec.items():
-        faces = rng.integers(0, 256, (max(s.batch_sizes), sp.height, sp.width), np.uint8)
-        inputs[bundle_path] = preprocess(faces, sp)
+    inputs = {str(b.path): preprocess(rng.integers(0, 256, (max(s.batch_sizes), b.input.height,
+                                                            b.input.width), np.uint8), b.input)
+              for b in bundles}
     for bs in s.batch_sizes:
         fns = {}
         for row, engines in rows:

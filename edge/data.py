@@ -51,6 +51,20 @@ class Split:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.label_names))
 
+    def stratified(self, n: int | None, seed: int = 0) -> Split:
+        """At most about ``n`` images keeping the class proportions (every present class
+        kept), seed-fixed; the whole split when ``n`` is None or not smaller."""
+        if n is None or n >= len(self):
+            return self
+        rng = np.random.default_rng(seed)
+        idx = []
+        for c in range(len(self.label_names)):
+            members = np.flatnonzero(self.labels == c)
+            if len(members):
+                k = max(1, round(n * len(members) / len(self)))
+                idx.append(rng.choice(members, size=min(k, len(members)), replace=False))
+        return self.subset(np.sort(np.concatenate(idx)))
+
     def subset(self, index: np.ndarray) -> Split:
         paths = [self.paths[i] for i in index] if self.paths else []
         return Split(self.images[index], self.labels[index], self.label_names, self.source, paths)

@@ -230,7 +230,7 @@ class LiveCapture(FrameSource):
         i = 0
         while True:
             with self._cond:
-                got = self._cond.wait_for(
+                self._cond.wait_for(
                     lambda: self._latest is not None or self._failed or self._stop.is_set(),
                     timeout=self.read_timeout * (self.max_retries + 1) * 4)
                 if self._stop.is_set():
@@ -240,7 +240,6 @@ class LiveCapture(FrameSource):
                                        "the timeout")
                 img, ts = self._latest
                 self._latest = None
-            del got
             yield Frame(i, img, ts)
             i += 1
 

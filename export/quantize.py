@@ -54,15 +54,7 @@ class FaceCalibrationReader(CalibrationDataReader):
 
 def calibration_faces(split: Split, n: int, spec: InputSpec, seed: int = 0) -> np.ndarray:
     """A class-stratified, seed-fixed sample of ``n`` faces, preprocessed."""
-    rng = np.random.default_rng(seed)
-    per_class = split.class_counts()
-    picks = []
-    for c, count in enumerate(per_class):
-        if count:
-            k = max(1, round(n * count / len(split)))
-            picks.append(rng.choice(np.flatnonzero(split.labels == c), min(k, count), False))
-    idx = rng.permutation(np.concatenate(picks))[:n]
-    return preprocess(split.images[idx], spec)
+    return preprocess(split.stratified(n, seed).images[:n], spec)
 
 
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "percentile",

@@ -89,20 +89,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def stratified_subset(split: Split, n: int | None, seed: int) -> Split:
-    """At most ``n`` images keeping the class proportions (every present class kept)."""
-    if n is None or n >= len(split):
-        return split
-    rng = np.random.default_rng(seed)
-    idx = []
-    for c in range(len(split.label_names)):
-        members = np.flatnonzero(split.labels == c)
-        if len(members):
-            k = max(1, round(n * len(members) / len(split)))
-            idx.append(rng.choice(members, size=min(k, len(members)), replace=False))
-    return split.subset(np.sort(np.concatenate(idx)))
-
-
 def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
     decay, no_decay = [], []
     for p in model.parameters():
@@ -204,10 +190,10 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
 
     spec = InputSpec(height=cfg.img_size, width=cfg.img_size, channels=cfg.in_chans)
     labels = tuple(resume_ckpt["labels"]) if resume_ckpt else FER2013_LABELS
-    train = stratified_subset(load_split(cfg.data, cfg.train_split, labels, cfg.img_size,
-                                         cfg.skip_bad), cfg.limit, cfg.seed)
-    val = stratified_subset(load_split(cfg.data, cfg.val_split, labels, cfg.img_size,
-                                       cfg.skip_bad), cfg.val_limit, cfg.seed)
+    train = load_split(cfg.data, cfg.train_split, labels, cfg.img_size,
+                       cfg.skip_bad).stratified(cfg.limit, cfg.seed)
+    val = load_split(cfg.data, cfg.val_split, labels, cfg.img_size,
+                     cfg.skip_bad).stratified(cfg.val_limit, cfg.seed)
     model = create_model(cfg.arch, num_classes=len(labels), in_chans=cfg.in_chans,
                          **_arch_kwargs(cfg))
     if cfg.init and not resume_ckpt:
