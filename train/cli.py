@@ -57,6 +57,11 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="Run at most this many epochs now, then stop resumably (fits a run into "
                    "sessions; the schedule still spans --epochs).")
+@click.option("--time-limit", type=click.FloatRange(0, min_open=True), default=None,
+              metavar="MIN",
+              help="Train for at most this many minutes in all: after every epoch the epoch "
+                   "count is re-fitted to the time left (--epochs is then the maximum), so the "
+                   "learning-rate schedule still runs to its end.")
 @click.option("--drop", type=click.FloatRange(0, 0.9), default=None,
               help="Dropout before the classifier [architecture default].")
 @click.option("--sync-bn", is_flag=True, help="torchrun on GPUs: synchronised BatchNorm.")

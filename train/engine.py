@@ -83,13 +83,16 @@ def train_one_epoch(
 ) -> EpochStats:
     """``batch_size`` is the global batch; under DDP each rank trains on its slice."""
     model.train()
-    total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    # Sums stay on the device: reading them every step would stall a GPU on each batch.
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen, t0 = 0, time.perf_counter()
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if len(batches) > 1 and len(batches[-1]) < 2 * ctx.world:  # BatchNorm needs 2 per rank
         batches.pop()
     bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                disable=not ctx.main)
-    for global_idx in bar:
+    for step, global_idx in enumerate(bar):
         idx = shard(global_idx, ctx)
         x, y = to_tensor(split, idx, spec, device)
         x = augment(x, aug, gen)
@@ -109,12 +112,15 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         n = len(idx)
-        total_loss += float(loss.detach()) * n
-        correct += int((logits.argmax(1) == y).sum())
+        total_loss += loss.detach() * n
+        correct += (logits.argmax(1) == y).sum()
         seen += n
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
-                        img_s=f"{seen * ctx.world / (time.perf_counter() - t0):.0f}")
-    total_loss, correct, seen = sum_across([total_loss, correct, seen], ctx, device)
+        if step % 25 == 0 or step == len(batches) - 1:
+            bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}",
+                            acc=f"{int(correct) / seen:.3f}",
+                            img_s=f"{seen * ctx.world / (time.perf_counter() - t0):.0f}")
+    sums = sum_across([float(total_loss), int(correct), seen], ctx, device)
+    total_loss, correct, seen = sums
     return EpochStats(total_loss / max(1, seen), correct / max(1, seen),
                       seen / (time.perf_counter() - t0))
 

@@ -26,7 +26,7 @@ from fer_edge.edge.preprocess import InputSpec
 
 from .augment import AugmentConfig
 from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
-from .distributed import barrier, check_batch, gather_rows, init_distributed, shutdown
+from .distributed import barrier, check_batch, gather_rows, init_distributed, shutdown, sum_across
 from .engine import Distiller, class_weights, epoch_order, predict_proba, train_one_epoch
 from .models import count_params, create_model
 
@@ -64,6 +64,8 @@ class TrainConfig:
     init: str | None = None
     resume: str | None = None
     stop_after: int | None = None  # epochs to run in this invocation, then stop resumably
+    time_limit: float | None = None  # minutes of training in all; --epochs is then a maximum
+    planned_epochs: int | None = None  # epochs the schedule spans (fitted to time_limit)
     drop: float | None = None  # dropout before the classifier (fercnn_*; timm: drop_rate)
     sync_bn: bool = False  # DDP on GPUs: synchronise BatchNorm statistics across ranks
     teacher: str | None = None
@@ -105,6 +107,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
         raise FerEdgeError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
+        if cfg.time_limit:
+            raise FerEdgeError("--time-limit needs a schedule that can be re-fitted: cosine "
+                               "or none, not onecycle")
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
                                                     pct_start=0.25)
     elif cfg.schedule in ("cosine", "none"):
@@ -115,6 +120,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
                 return (step + 1) / warm
             if cfg.schedule == "none":
                 return 1.0
+            total = (cfg.planned_epochs or cfg.epochs) * steps_per_epoch  # read live: re-fitted
             t = min(1.0, (step - warm) / max(1, total - warm))
             return 0.5 * (1 + math.cos(math.pi * t))
 
@@ -122,6 +128,12 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
     else:
         raise FerEdgeError(f"unknown schedule {cfg.schedule!r}; choose cosine, onecycle or none")
     return opt, sched
+
+
+def fit_epochs_to_time(done: int, elapsed_s: float, limit_s: float, max_epochs: int) -> int:
+    """The epoch count that ends training within ``limit_s`` at the mean pace so far."""
+    per_epoch = elapsed_s / max(1, done)
+    return max(done, min(max_epochs, done + int((limit_s - elapsed_s) / per_epoch)))
 
 
 def _raise_on_sigterm(signum, frame):  # SIGTERM behaves like Ctrl-C
@@ -237,15 +249,16 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             "config": cfg.to_dict(), "params": count_params(model), "world_size": ctx.world}
 
     def state(epoch: int) -> dict[str, Any]:
-        return {**meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        return {**meta, "config": cfg.to_dict(),  # planned_epochs may have been re-fitted
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict() if scaler else {}, "epoch": epoch, "best": best,
                 "history": history, "torch_rng": torch.get_rng_state()}
 
-    log.info("training %s (%.2f M params) on %s%s: %d train / %d val images, %d epochs",
+    log.info("training %s (%.2f M params) on %s%s: %d train / %d val images, %d epochs%s",
              cfg.arch, count_params(model) / 1e6, device,
              f" x {ctx.world} processes" if ctx.enabled else "", len(train), len(val),
-             cfg.epochs)
+             cfg.epochs, f" at most, fitted to {cfg.time_limit:g} min" if cfg.time_limit else "")
     prev = signal.signal(signal.SIGTERM, _raise_on_sigterm) \
         if hasattr(signal, "SIGTERM") else None
     t_start = time.time()
@@ -254,14 +267,15 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     try:
         if start_epoch == 0 and ctx.main:  # so Ctrl-C in epoch 1 still leaves a resumable file
             save_checkpoint(state(0), out / "last.pt")
-        last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs,
-                                                             start_epoch + cfg.stop_after)
-        for epoch in range(start_epoch, last):
+        stop_at = None if cfg.stop_after is None else start_epoch + cfg.stop_after
+        prior_s = history[-1].get("time_s", 0.0) if history else 0.0
+        while epoch < (planned := cfg.planned_epochs or cfg.epochs) \
+                and (stop_at is None or epoch < stop_at):
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7919 * ctx.rank)
             order = epoch_order(train, epoch, cfg.seed, cfg.balance)
             st = train_one_epoch(net, train, spec, order, cfg.batch_size, opt, sched, loss_fn,
                                  cfg.augment, gen, device, scaler,
-                                 desc=f"epoch {epoch + 1}/{cfg.epochs}", ctx=ctx,
+                                 desc=f"epoch {epoch + 1}/{planned}", ctx=ctx,
                                  distiller=distiller)
             row = {"epoch": epoch + 1, "train_loss": st.loss, "train_acc": st.accuracy,
                    "images_per_s": st.images_per_s, "lr": opt.param_groups[0]["lr"]}
@@ -272,7 +286,12 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                 pf = gather_rows(val_index, predict_proba(model, val, spec, device, flip=True,
                                                           index=val_index), len(val), ctx)
                 row["val_acc_flip"] = float((pf.argmax(1) == val.labels).mean())
+            row["time_s"] = round(prior_s + time.time() - t_start, 1)  # training time so far
             history.append(row)
+            if cfg.time_limit:
+                elapsed = sum_across([row["time_s"]], ctx, device)[0] / ctx.world  # ranks agree
+                cfg.planned_epochs = fit_epochs_to_time(epoch + 1, elapsed,
+                                                        cfg.time_limit * 60, cfg.epochs)
             improved = row[metric] > best
             if improved:
                 best = row[metric]
@@ -281,7 +300,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                     save_checkpoint({**meta, "model": model.state_dict(), "epoch": epoch + 1,
                                      "best": best, "history": history}, out / "best.pt")
                 save_checkpoint(state(epoch + 1), out / "last.pt")
-                msg = (f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {st.loss:.4f}  "
+                msg = (f"epoch {epoch + 1:3d}/{planned}  loss {st.loss:.4f}  "
                        f"train {st.accuracy:.4f}  val {row['val_acc']:.4f}"
                        + (f"  val_flip {row['val_acc_flip']:.4f}" if cfg.eval_flip else "")
                        + f"  {st.images_per_s:.0f} img/s" + ("  *best*" if improved else ""))
@@ -289,6 +308,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                 with open(out / "train.log", "a") as fh:
                     fh.write(msg + "\n")
             barrier(ctx)
+            epoch += 1
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else start_epoch
         if ctx.main:
@@ -299,8 +319,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     finally:
         if prev is not None:
             signal.signal(signal.SIGTERM, prev)
-    if last < cfg.epochs and ctx.main:
-        tqdm.write(f"stopped after epoch {last} of {cfg.epochs} (--stop-after); continue with "
+    planned = cfg.planned_epochs or cfg.epochs
+    if epoch < planned and ctx.main:
+        tqdm.write(f"stopped after epoch {epoch} of {planned} (--stop-after); continue with "
                    f"--resume {out / 'last.pt'}")
     metrics = finish(cfg, out, val, spec, device, history, metric, time.time() - t_start) \
         if ctx.main else {}
