@@ -109,11 +109,20 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
     )
 
 
+def umask_mode(path: str | os.PathLike) -> None:
+    """Give a file or folder made by ``tempfile`` (0600/0700) the mode an ordinary ``open``
+    or ``mkdir`` would have given it, so bundles installed for other users stay readable."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

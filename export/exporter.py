@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fer_edge.edge.backends import OrtBackend, predict_logits
-from fer_edge.edge.bundle import load_bundle, write_bundle_json
+from fer_edge.edge.bundle import load_bundle, umask_mode, write_bundle_json
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.metrics import classification_report
@@ -151,6 +151,7 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
             if not (out / "bundle.json").is_file():
                 raise FerEdgeError(f"{out}: exists and is not a bundle; refusing to replace it")
             shutil.rmtree(out)
+        umask_mode(work)
         os.replace(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

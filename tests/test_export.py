@@ -58,6 +58,17 @@ def test_bundle_reads_back_and_records_metrics(bundle_dir):
     assert not list(bundle_dir.parent.glob(".b.*")), "temporary folder left behind"
 
 
+def test_bundle_files_get_ordinary_permissions(bundle_dir):
+    """Not tempfile's private 0600/0700: an installed bundle must be readable by every user."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert bundle_dir.stat().st_mode & 0o777 == 0o777 & ~mask
+    for f in bundle_dir.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f.name
+
+
 def test_onnx_matches_pytorch_and_int8_agrees(bundle_dir, trained, fer2013):
     b = load_bundle(bundle_dir)
     faces = load_split(fer2013, "test").images[:300]

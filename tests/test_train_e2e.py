@@ -112,3 +112,24 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(fer2013, tmp_path):
     ck = load_checkpoint(out / "last.pt")
     assert ck["epoch"] >= 1 and "optimizer" in ck
     assert not list(out.glob("*.tmp"))
+
+
+def test_fit_epochs_to_time():
+    from fer_edge.train.trainer import fit_epochs_to_time
+
+    assert fit_epochs_to_time(1, 10.0, 60.0, 100) == 6  # 5 more epochs of 10 s fit
+    assert fit_epochs_to_time(2, 20.0, 60.0, 3) == 3  # never beyond --epochs
+    assert fit_epochs_to_time(4, 70.0, 60.0, 100) == 4  # over time: stop now, not later
+
+
+def test_time_limit_fits_the_schedule(fer2013, tmp_path):
+    """--time-limit: the run stops early, and on a finished schedule (learning rate 0)."""
+    out = tmp_path / "t"
+    r = run_cli(*ARGS, "--data", str(fer2013), "--epochs", "500", "--time-limit", "0.15",
+                "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    h = m["history"]
+    assert 1 <= len(h) < 500 and m["config"]["planned_epochs"] == len(h)
+    assert h[-1]["lr"] < 0.05 * 0.003  # the cosine ran (nearly) to its end, from peak 0.003
+    assert all(a["time_s"] < b["time_s"] for a, b in zip(h, h[1:], strict=False))

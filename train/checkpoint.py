@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from fer_edge.edge.bundle import umask_mode
 from fer_edge.edge.errors import FerEdgeError
 
 CHECKPOINT_FORMAT = "fer-edge-checkpoint"
@@ -27,6 +28,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         torch.save({"format": CHECKPOINT_FORMAT, "format_version": 1, **state}, tmp)
+        umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
