@@ -56,7 +56,8 @@ def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list
         "schema": SCHEMA,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command, "environment": environment(),
-        "settings": {**asdict(s), "models": [str(b.path) for b in bundles]},
+        "settings": {**asdict(s), "models": [str(b.path) for b in bundles],
+                     "ort_thread_spinning": False},
         "results": [], "skipped": [], "pipeline": [], "interrupted": False,
     }
     latencies: dict[str, np.ndarray] = {}
@@ -85,7 +86,9 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
                     results["skipped"].append(f"{name} {precision} {backend}: not in bundle")
                     continue
                 try:
-                    engines = {t: open_backend(b, precision, backend, t) for t in s.threads}
+                    # Sessions are interleaved on shared cores: no busy-waiting thread pools.
+                    engines = {t: open_backend(b, precision, backend, t, spin=False)
+                               for t in s.threads}
                 except FerEdgeError as e:
                     results["skipped"].append(f"{name} {precision} {backend}: {e}")
                     continue

@@ -31,10 +31,12 @@ ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
 
 
 class OrtBackend:
-    """An onnxruntime session; ``threads`` sets intra-op threads (None: onnxruntime's default)."""
+    """An onnxruntime session; ``threads`` sets intra-op threads (None: onnxruntime's default).
+    ``spin=False`` stops idle pool threads busy-waiting: needed when several sessions share
+    the cores (a benchmark interleaving models), where spinning pools starve each other."""
 
     def __init__(self, model: str | os.PathLike, threads: int | None = None,
-                 providers: list[str] | None = None):
+                 providers: list[str] | None = None, spin: bool = True):
         import onnxruntime as ort
 
         path = Path(model)
@@ -50,6 +52,8 @@ class OrtBackend:
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
+        if not spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(str(path), so, providers=wanted)
@@ -65,13 +69,14 @@ class OrtBackend:
 
 
 def open_backend(bundle: Bundle, precision: str = "int8", backend: str = "ort",
-                 threads: int | None = None, providers: list[str] | None = None) -> Backend:
+                 threads: int | None = None, providers: list[str] | None = None,
+                 spin: bool = True) -> Backend:
     """The classifier for ``precision`` of ``bundle`` on ``backend`` (ort | tensorrt)."""
     if backend == "ort":
         if precision.startswith("trt"):
             raise FerEdgeError(f"precision {precision!r} is a TensorRT engine: use "
                                "--backend tensorrt")
-        return OrtBackend(bundle.model_path(precision), threads, providers)
+        return OrtBackend(bundle.model_path(precision), threads, providers, spin)
     if backend == "tensorrt":
         from .trt_backend import TensorRTBackend
 
