@@ -101,18 +101,29 @@ def plots(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Pa
         sel = [r for r in rows if r["threads"] == th]
         pts = [(r["latency_ms"]["batch1"]["p50"], 100 * r["accuracy"]) for r in sel]
         front = set(pareto(pts))
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        # Colour per model, shape per precision, Pareto points ringed; log latency axis.
+        # Points far below the best (a collapsed INT8 model) sit on the bottom edge as "v".
+        best = max(y for _, y in pts)
+        ylo = max(min(y for _, y in pts) - 1, best - 12)
+        models = list(dict.fromkeys(r["model"] for r in sel))
+        colour = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+        shape = {"fp32": "o", "fp16": "D", "int8": "s"}
+        fig, ax = plt.subplots(figsize=(9, 4.8))
         for i, (r, (x, y)) in enumerate(zip(sel, pts, strict=True)):
-            ax.scatter(x, y, s=60, marker="*" if i in front else "o",
-                       color="tab:red" if i in front else "tab:blue")
-            ax.annotate(f"{r['model']} {r['precision']}", (x, y), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
+            below = y < ylo
+            ax.scatter(x, max(y, ylo + 0.3), s=55, color=colour[r["model"]],
+                       marker="v" if below else shape.get(r["precision"], "^"),
+                       label=f"{r['model']} {r['precision']}" + (f" ({y:.1f} %)" if below
+                                                                   else ""),
+                       edgecolors="black" if i in front else "none", linewidths=1.2, zorder=3)
         fr = sorted(pts[i] for i in front)
-        ax.plot([p[0] for p in fr], [p[1] for p in fr], "r--", lw=1, label="Pareto front")
-        ax.set_xlabel(f"batch-1 latency p50 (ms, {th} thread{'s' if th > 1 else ''})")
+        ax.plot([p[0] for p in fr], [p[1] for p in fr], "k--", lw=0.8, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_ylim(ylo, best + 1)
+        ax.set_xlabel(f"batch-1 latency p50 (ms, log scale, {th} thread{'s' if th > 1 else ''})")
         ax.set_ylabel("accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         save_figure(fig, out / "accuracy_vs_latency.png")
         plt.close(fig)
         written.append(out / "accuracy_vs_latency.png")
