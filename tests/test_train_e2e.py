@@ -99,7 +99,10 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(fer2013, tmp_path):
     log = open(tmp_path / "stderr.txt", "w")  # a file, not a pipe: progress bars fill pipes
     p = subprocess.Popen([sys.executable, "-m", *ARGS[:1], "--data", str(fer2013), *ARGS[1:],
                           "--limit", "1500", "--epochs", "50", "--out", str(out)],
-                         stdout=subprocess.DEVNULL, stderr=log)
+                         stdout=subprocess.DEVNULL, stderr=log,
+                         # a shell's background job inherits SIGINT ignored; a user's Ctrl-C
+                         # reaches a foreground process, so restore the default here
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "train.log").exists():
         time.sleep(0.2)
