@@ -5,20 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from fer_edge.edge.fileio import atomic_write_text
+
 CSV_COLUMNS = ["model", "arch", "precision", "backend", "threads", "params", "file_mb",
                "accuracy", "macro_f1", "drop_points", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
                "runs", "throughput"]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def csv_rows(results: dict) -> list[dict]:
@@ -163,12 +158,12 @@ def plots(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Pa
 
 def write_all(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     w.writeheader()
     w.writerows(csv_rows(results))
-    _atomic_text(out / "results.csv", buf.getvalue())
-    _atomic_text(out / "report.md", markdown(results))
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "report.md", markdown(results))
     return [out / "results.json", out / "results.csv", out / "report.md",
             *plots(results, out, latencies)]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import FerEdgeError
+from .fileio import atomic_write_text
 from .preprocess import CropSpec, InputSpec
 
 BUNDLE_FORMAT = "fer-edge-bundle"
@@ -109,26 +109,6 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
     )
 
 
-def umask_mode(path: str | os.PathLike) -> None:
-    """Give a file or folder made by ``tempfile`` (0600/0700) the mode an ordinary ``open``
-    or ``mkdir`` would have given it, so bundles installed for other users stay readable."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_bundle_json(folder: Path, meta: dict[str, Any]) -> Path:
     """Fill in the sha256 of every model file, check the keys, write bundle.json atomically.
     Call it last, after every model file is in place."""
@@ -140,5 +120,5 @@ def write_bundle_json(folder: Path, meta: dict[str, Any]) -> Path:
         entry["sha256"] = sha256_file(folder / entry["file"])
         entry["bytes"] = (folder / entry["file"]).stat().st_size
     out = folder / BUNDLE_JSON
-    atomic_write_bytes(out, (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write_text(out, json.dumps(meta, indent=2) + "\n")
     return out

@@ -12,7 +12,6 @@ import csv
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import FerEdgeError
+from .fileio import atomic_write
 from .labels import FER2013_LABELS, canonical_label
 
 log = logging.getLogger(__name__)
@@ -261,21 +261,11 @@ def _cached(key: str, stem: str, decode, use_cache: bool) -> Split:
     if use_cache:
         try:
             cdir.mkdir(parents=True, exist_ok=True)
-            atomic_write_npz(cfile, images=split.images, labels=split.labels,
-                             label_names=np.array(split.label_names), source=np.array(split.source),
-                             paths=np.array(split.paths, dtype=str))
+            arrays = {"images": split.images, "labels": split.labels,
+                      "label_names": np.array(split.label_names),
+                      "source": np.array(split.source), "paths": np.array(split.paths, dtype=str)}
+            atomic_write(cfile, lambda fh: np.savez(fh, **arrays))
         except OSError as e:  # a read-only home must not stop training
             log.warning("could not write dataset cache %s: %s", cfile, e)
     return split
 
-
-def atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz next to ``path`` under a temporary name, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from fer_edge.edge.backends import OrtBackend, predict_logits
-from fer_edge.edge.bundle import load_bundle, umask_mode, write_bundle_json
+from fer_edge.edge.bundle import load_bundle, write_bundle_json
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.fileio import umask_mode
 from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.preprocess import FER2013_HAAR_MARGIN, InputSpec, preprocess
 

@@ -43,7 +43,7 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: str, spec: Input
         raise FerEdgeError(f"--trt: cannot build a TensorRT engine here: {reason}")
     import tensorrt as trt
 
-    from fer_edge.edge.bundle import atomic_write_bytes
+    from fer_edge.edge.fileio import atomic_write_bytes
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

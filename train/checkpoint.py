@@ -7,14 +7,13 @@ unpickle code: a checkpoint someone hands you cannot run anything.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fer_edge.edge.bundle import umask_mode
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.fileio import atomic_write
 
 CHECKPOINT_FORMAT = "fer-edge-checkpoint"
 REQUIRED = ("arch", "labels", "input", "model")
@@ -24,15 +23,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, "format_version": 1, **state}, tmp)
-        umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: torch.save(
+        {"format": CHECKPOINT_FORMAT, "format_version": 1, **state}, fh))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.edge.fileio import atomic_write
+
 
 def _plt():
     import matplotlib
@@ -18,9 +20,8 @@ def _plt():
 
 
 def save_figure(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format=path.suffix.lstrip("."), dpi=110,
+                                              bbox_inches="tight"))
 
 
 def plot_curves(history: Sequence[dict], path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.fileio import atomic_write_text
 from fer_edge.edge.labels import FER2013_LABELS
 from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.preprocess import InputSpec
@@ -348,9 +348,7 @@ def finish(cfg: TrainConfig, out: Path, val: Split, spec: InputSpec, device: tor
         "train_seconds_this_run": round(elapsed, 1), "command": cfg.command,
         "config": cfg.to_dict(), "torch": torch.__version__,
     }
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     if history:
         plot_curves(history, out / "curves.png")
     plot_confusion(np.array(report["confusion"]), val.label_names, out / "confusion.png",
