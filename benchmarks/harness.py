@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fer_edge.edge.backends import open_backend
+from fer_edge.edge.backends import evaluate, open_backend
 from fer_edge.edge.bundle import Bundle, load_bundle
-from fer_edge.edge.data import load_split
+from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.preprocess import preprocess
 
 from .environment import environment, peak_rss_mb
-from .measure import Timing, accuracy, interleaved_latency, pipeline_fps, summarize
+from .measure import Timing, interleaved_latency, pipeline_fps, summarize
 from .report import write_all
 
 log = logging.getLogger("fer_edge.bench")
@@ -73,10 +73,16 @@ def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list
 def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
              latencies: dict[str, np.ndarray]) -> None:
     rows: list[tuple[dict, dict]] = []  # (row, {threads: backend})
+    # Bundles usually share labels and input: read and preprocess the split once for them.
+    data: dict[tuple, tuple[Split, np.ndarray]] = {}
     for b, name in zip(bundles, _names(bundles), strict=True):
-        split = load_split(s.data, s.split, b.labels, size=b.input.height).stratified(s.limit) \
-            if s.data else None
-        x_val = preprocess(split.images, b.input) if split is not None else None
+        split = x_val = None
+        if s.data:
+            input_key = (b.labels, b.input)
+            if input_key not in data:
+                sp = load_split(s.data, s.split, b.labels, size=b.input.height).stratified(s.limit)
+                data[input_key] = (sp, preprocess(sp.images, b.input))
+            split, x_val = data[input_key]
         fp32_acc = None
         for precision in s.precisions:
             for backend in s.backends:
@@ -99,7 +105,7 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
                 if split is not None:
                     log.info("accuracy %s %s %s on %d images", name, precision, backend,
                              len(split))
-                    rep = accuracy(engines[s.threads[0]], split, x_val)
+                    rep = evaluate(engines[s.threads[0]], split, x_val)
                     row.update(accuracy=rep["accuracy"], macro_f1=rep["macro_f1"],
                                per_class=rep["per_class"], confusion=rep["confusion"],
                                dataset=f"{s.data} [{s.split}]", images=rep["n"])

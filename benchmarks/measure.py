@@ -8,21 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fer_edge.edge.backends import Backend, predict_logits
-from fer_edge.edge.data import Split
-from fer_edge.edge.metrics import classification_report
-
 
 @dataclass(frozen=True)
 class Timing:
     warmup_s: float = 1.0
     min_runs: int = 200
     min_seconds: float = 2.0
-
-
-def accuracy(backend: Backend, split: Split, x: np.ndarray) -> dict:
-    logits = predict_logits(backend, x, batch_size=128)
-    return classification_report(split.labels, logits.argmax(1), split.label_names)
 
 
 def interleaved_latency(fns: dict[str, Callable[[], object]], timing: Timing,

@@ -15,7 +15,9 @@ from typing import Protocol
 import numpy as np
 
 from .bundle import Bundle
+from .data import Split
 from .errors import FerEdgeError
+from .metrics import classification_report
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +91,10 @@ def predict_logits(backend: Backend, x: np.ndarray, batch_size: int = 256) -> np
     """Run ``x`` [N, C, H, W] through ``backend`` in batches."""
     outs = [backend(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def evaluate(backend: Backend, split: Split, x: np.ndarray) -> dict:
+    """Accuracy, macro-F1, per-class report and confusion of ``backend`` on ``split``, whose
+    images ``x`` are already preprocessed for it (the exporter's gate and fer-bench)."""
+    logits = predict_logits(backend, x)
+    return classification_report(split.labels, logits.argmax(1), split.label_names)

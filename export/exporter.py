@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from fer_edge.edge.backends import OrtBackend, predict_logits
+from fer_edge.edge.backends import OrtBackend, evaluate
 from fer_edge.edge.bundle import load_bundle, write_bundle_json
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.fileio import umask_mode
-from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.preprocess import FER2013_HAAR_MARGIN, InputSpec, preprocess
 
 log = logging.getLogger("fer_edge.export")
@@ -45,11 +44,6 @@ class ExportOptions:
     name: str | None = None
     seed: int = 0
     eval_threads: int | None = None
-
-
-def _evaluate(model_path: Path, split: Split, x: np.ndarray, threads: int | None) -> dict:
-    logits = predict_logits(OrtBackend(model_path, threads), x)
-    return classification_report(split.labels, logits.argmax(1), split.label_names)
 
 
 def _metric_entry(report: dict, opts: ExportOptions) -> dict:
@@ -139,7 +133,7 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
         meta["models"]["fp32"] = {"file": FP32_FILE, "max_abs_diff_vs_torch": diff}
         meta["mmacs"] = round(count_macs(work / FP32_FILE) / 1e6, 2)  # per image, incl. TTA
         if val is not None:
-            rep = _evaluate(work / FP32_FILE, val, x_val, opts.eval_threads)
+            rep = evaluate(OrtBackend(work / FP32_FILE, opts.eval_threads), val, x_val)
             meta["metrics"]["fp32"] = _metric_entry(rep, opts)
             log.info("FP32 accuracy on %s [%s]: %.4f", opts.val_data, opts.val_split,
                      rep["accuracy"])
@@ -172,7 +166,8 @@ def _add_int8(work: Path, meta: dict, opts: ExportOptions, calib: np.ndarray,
     for method in methods:
         cand = work / f"int8-{method}.onnx"
         record = quantize_int8(work / FP32_FILE, cand, calib, method)
-        rep = _evaluate(cand, val, x_val, opts.eval_threads) if val is not None else None
+        rep = evaluate(OrtBackend(cand, opts.eval_threads), val, x_val) \
+            if val is not None else None
         acc = rep["accuracy"] if rep else 0.0
         if rep:
             log.info("INT8 (%s calibration) accuracy: %.4f", method, acc)
