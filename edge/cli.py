@@ -97,7 +97,7 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
     if len(chosen) != 1:
         raise FerEdgeError("give exactly one of --camera N, --source PATH_OR_URL or --demo")
     spec = parse_source(chosen[0])
-    if camera is not None and spec.kind not in ("camera",):
+    if camera is not None and spec.kind != "camera":
         raise FerEdgeError(f"--camera {camera!r}: expected an index or /dev/videoN")
     bundle = load_bundle(model)
     if precision == "trt":
@@ -111,10 +111,11 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
     det = make_detector(detector, detector_model, detect_width or None, **det_kw)
     pipe = Pipeline(bundle, precision, backend, threads, providers.split(","), det,
                     detect_every, full_detect_every, max_faces, None if no_smooth else smooth)
-    show = display_available() if display is None else display
-    if show and not display_available():
+    available = display_available()
+    if display and not available:
         raise FerEdgeError("--display: no display available (DISPLAY unset or OpenCV "
                            "built without GUI)")
+    show = available if display is None else display
     src = open_source(spec, max_retries=reconnect) if spec.live else open_source(spec)
     if loop > 1 and spec.kind == "video":
         from fer_edge.edge.sources import LoopedVideo

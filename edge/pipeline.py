@@ -84,13 +84,10 @@ class Pipeline:
                           reverse=True)[:self.max_faces]
         elif detected:  # re-detect known faces near their last box
             dets = [d for d in (detect_near(self.detector, image, t.box) for t in live) if d]
+        t1 = time.perf_counter()
         if detected:
-            t1 = time.perf_counter()
             self.tracker.update([d.box for d in dets])
-            tracks = self.tracker.live()
-        else:
-            t1 = time.perf_counter()
-            tracks = self.tracker.live()
+        tracks = self.tracker.live()
         t_track = time.perf_counter() - t1
         timings["detect"] = (t1 - t0) * 1e3
         faces: list[FaceResult] = []
@@ -103,7 +100,7 @@ class Pipeline:
             probs = softmax(self.classifier(x).astype(np.float32))
             t4 = time.perf_counter()
             for t, p in zip(tracks, probs, strict=True):
-                sp = self.tracker.smooth(t, p) if self.smooth else p
+                sp = self.tracker.smooth(t, p)  # alpha 1.0 when smoothing is off
                 k = int(np.argmax(sp))
                 faces.append(FaceResult(tuple(int(round(v)) for v in t.box), t.id,
                                         self.labels[k], float(sp[k]), sp, p))

@@ -179,7 +179,6 @@ class LiveCapture(FrameSource):
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or None
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, float] | None = None
-        self._seq = 0
         self._stop = threading.Event()
         self._failed: str | None = None
         self._thread = threading.Thread(target=self._reader, name="fer-edge-capture",
@@ -223,7 +222,6 @@ class LiveCapture(FrameSource):
                 if self._latest is not None:
                     self.dropped += 1  # the consumer never saw the previous frame
                 self._latest = (img, time.time())
-                self._seq += 1
                 self._cond.notify_all()
 
     def __iter__(self) -> Iterator[Frame]:

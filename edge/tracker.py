@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,9 +22,7 @@ class Track:
     id: int
     box: tuple[float, float, float, float]
     probs: np.ndarray | None = None
-    hits: int = 1
     missed: int = 0  # consecutive detections without a match
-    history: list = field(default_factory=list, repr=False)
 
 
 class IouTracker:
@@ -50,7 +48,6 @@ class IouTracker:
                 continue
             t = self.tracks[ti]
             t.box, t.missed = boxes[bi], 0
-            t.hits += 1
             matched_t.add(ti)
             out[bi] = t
         for ti, t in enumerate(self.tracks):

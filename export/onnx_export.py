@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
+def log_mean_probs(logits: torch.Tensor) -> torch.Tensor:
+    """[K, N, C] logits of K views or members -> log of their mean probabilities, [N, C]: valid
+    logits for softmax/argmax downstream."""
+    return torch.log(logits.softmax(-1).mean(0).clamp_min(1e-12))
+
+
 class Ensemble(nn.Module):
     """Several members in ONE graph: their probabilities averaged, log-probabilities out, so
     the edge runtime and INT8 quantisation see a single model."""
@@ -27,8 +33,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.stack([m(x).softmax(-1) for m in self.members]).mean(0)
-        return torch.log(p.clamp_min(1e-12))
+        return log_mean_probs(torch.stack([m(x) for m in self.members]))
 
 
 class FlipAverage(nn.Module):
@@ -41,8 +46,7 @@ class FlipAverage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(torch.cat([x, x.flip(3)], 0))
-        p = logits.softmax(-1).reshape(2, x.shape[0], -1).mean(0)
-        return torch.log(p.clamp_min(1e-12))
+        return log_mean_probs(logits.reshape(2, x.shape[0], -1))
 
 
 def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int = 18) -> None:

@@ -119,8 +119,7 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}",
                             acc=f"{int(correct) / seen:.3f}",
                             img_s=f"{seen * ctx.world / (time.perf_counter() - t0):.0f}")
-    sums = sum_across([float(total_loss), int(correct), seen], ctx, device)
-    total_loss, correct, seen = sums
+    total_loss, correct, seen = sum_across([float(total_loss), int(correct), seen], ctx, device)
     return EpochStats(total_loss / max(1, seen), correct / max(1, seen),
                       seen / (time.perf_counter() - t0))
 

@@ -73,6 +73,11 @@ class TrainConfig:
     kd_temperature: float = 4.0
     command: str = ""
 
+    @property
+    def schedule_epochs(self) -> int:
+        """The epochs the learning-rate schedule spans: fitted to --time-limit, else --epochs."""
+        return self.planned_epochs or self.epochs
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -120,7 +125,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
                 return (step + 1) / warm
             if cfg.schedule == "none":
                 return 1.0
-            total = (cfg.planned_epochs or cfg.epochs) * steps_per_epoch  # read live: re-fitted
+            total = cfg.schedule_epochs * steps_per_epoch  # read live: --time-limit re-fits it
             t = min(1.0, (step - warm) / max(1, total - warm))
             return 0.5 * (1 + math.cos(math.pi * t))
 
@@ -269,23 +274,19 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             save_checkpoint(state(0), out / "last.pt")
         stop_at = None if cfg.stop_after is None else start_epoch + cfg.stop_after
         prior_s = history[-1].get("time_s", 0.0) if history else 0.0
-        while epoch < (planned := cfg.planned_epochs or cfg.epochs) \
-                and (stop_at is None or epoch < stop_at):
+        while epoch < cfg.schedule_epochs and (stop_at is None or epoch < stop_at):
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7919 * ctx.rank)
             order = epoch_order(train, epoch, cfg.seed, cfg.balance)
             st = train_one_epoch(net, train, spec, order, cfg.batch_size, opt, sched, loss_fn,
                                  cfg.augment, gen, device, scaler,
-                                 desc=f"epoch {epoch + 1}/{planned}", ctx=ctx,
+                                 desc=f"epoch {epoch + 1}/{cfg.schedule_epochs}", ctx=ctx,
                                  distiller=distiller)
             row = {"epoch": epoch + 1, "train_loss": st.loss, "train_acc": st.accuracy,
                    "images_per_s": st.images_per_s, "lr": opt.param_groups[0]["lr"]}
-            p = gather_rows(val_index, predict_proba(model, val, spec, device,
-                                                     index=val_index), len(val), ctx)
-            row["val_acc"] = float((p.argmax(1) == val.labels).mean())
-            if cfg.eval_flip:
-                pf = gather_rows(val_index, predict_proba(model, val, spec, device, flip=True,
-                                                          index=val_index), len(val), ctx)
-                row["val_acc_flip"] = float((pf.argmax(1) == val.labels).mean())
+            for key, flip in (("val_acc", False), ("val_acc_flip", True))[:1 + cfg.eval_flip]:
+                p = gather_rows(val_index, predict_proba(model, val, spec, device, flip=flip,
+                                                         index=val_index), len(val), ctx)
+                row[key] = float((p.argmax(1) == val.labels).mean())
             row["time_s"] = round(prior_s + time.time() - t_start, 1)  # training time so far
             history.append(row)
             if cfg.time_limit:
@@ -300,7 +301,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                     save_checkpoint({**meta, "model": model.state_dict(), "epoch": epoch + 1,
                                      "best": best, "history": history}, out / "best.pt")
                 save_checkpoint(state(epoch + 1), out / "last.pt")
-                msg = (f"epoch {epoch + 1:3d}/{planned}  loss {st.loss:.4f}  "
+                msg = (f"epoch {epoch + 1:3d}/{cfg.schedule_epochs}  loss {st.loss:.4f}  "
                        f"train {st.accuracy:.4f}  val {row['val_acc']:.4f}"
                        + (f"  val_flip {row['val_acc_flip']:.4f}" if cfg.eval_flip else "")
                        + f"  {st.images_per_s:.0f} img/s" + ("  *best*" if improved else ""))
@@ -319,10 +320,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     finally:
         if prev is not None:
             signal.signal(signal.SIGTERM, prev)
-    planned = cfg.planned_epochs or cfg.epochs
-    if epoch < planned and ctx.main:
-        tqdm.write(f"stopped after epoch {epoch} of {planned} (--stop-after); continue with "
-                   f"--resume {out / 'last.pt'}")
+    if epoch < cfg.schedule_epochs and ctx.main:
+        tqdm.write(f"stopped after epoch {epoch} of {cfg.schedule_epochs} (--stop-after); "
+                   f"continue with --resume {out / 'last.pt'}")
     metrics = finish(cfg, out, val, spec, device, history, metric, time.time() - t_start) \
         if ctx.main else {}
     barrier(ctx)
