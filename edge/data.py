@@ -65,9 +65,30 @@ class Split:
                 idx.append(rng.choice(members, size=min(k, len(members)), replace=False))
         return self.subset(np.sort(np.concatenate(idx)))
 
+    def capped(self, per_class: int, seed: int = 0) -> Split:
+        """At most ``per_class`` images of each class (a seed-fixed sample)."""
+        rng = np.random.default_rng(seed)
+        idx = [m if len(m) <= per_class else rng.choice(m, per_class, replace=False)
+               for m in (np.flatnonzero(self.labels == c) for c in range(len(self.label_names)))]
+        return self.subset(np.sort(np.concatenate(idx)))
+
     def subset(self, index: np.ndarray) -> Split:
         paths = [self.paths[i] for i in index] if self.paths else []
         return Split(self.images[index], self.labels[index], self.label_names, self.source, paths)
+
+
+def concat_splits(splits: Sequence[Split]) -> Split:
+    """One split of several with the same label names and image size (training on more than
+    one dataset)."""
+    first = splits[0]
+    for s in splits[1:]:
+        if s.label_names != first.label_names or s.images.shape[1:] != first.images.shape[1:]:
+            raise FerEdgeError(f"{s.source}: labels {s.label_names} / size "
+                               f"{s.images.shape[1:]} differ from {first.source}'s")
+    paths = [p for s in splits for p in (s.paths or [""] * len(s))]
+    return Split(np.concatenate([s.images for s in splits]),
+                 np.concatenate([s.labels for s in splits]), first.label_names,
+                 " + ".join(s.source for s in splits), paths)
 
 
 def default_cache_dir() -> Path:

@@ -28,14 +28,37 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--balance", type=click.Choice(["none", "loss", "sampler"]), default="none",
               help="Counter class imbalance (disgust: 436 images) by 1/sqrt(count) loss "
                    "weights or sampling.")
-@click.option("--flip/--no-flip", default=True, help="Random horizontal flip.")
-@click.option("--rotate", type=float, default=10.0, help="Random rotation, +- degrees.")
-@click.option("--scale", type=float, default=0.1, help="Random zoom, +- fraction.")
-@click.option("--translate", type=float, default=0.1, help="Random shift, +- fraction.")
-@click.option("--jitter", type=float, default=0.2, help="Brightness/contrast jitter.")
-@click.option("--erase", type=click.FloatRange(0, 1), default=0.25,
-              help="Random-erasing probability.")
+@click.option("--augment-preset", type=click.Choice(["default", "realworld"]),
+              default="default",
+              help="realworld: detector framing (scale +-15 %, shift +-10 %, rotation +-15 deg) "
+                   "and camera conditions (low resolution, blur, JPEG, gamma) for faces in real "
+                   "photos and videos. The options below override single values.")
+@click.option("--flip/--no-flip", default=None, help="Random horizontal flip [on].")
+@click.option("--rotate", type=click.FloatRange(0, 90), default=None,
+              help="Random rotation, +- degrees [default 10, realworld 15].")
+@click.option("--scale", type=click.FloatRange(0, 0.9), default=None,
+              help="Random zoom, +- fraction [0.1, 0.15].")
+@click.option("--translate", type=click.FloatRange(0, 0.5), default=None,
+              help="Random shift, +- fraction [0.1].")
+@click.option("--jitter", type=click.FloatRange(0, 1), default=None,
+              help="Brightness/contrast jitter [0.2, 0.3].")
+@click.option("--erase", type=click.FloatRange(0, 1), default=None,
+              help="Random-erasing (occlusion) probability [0.25, 0.3].")
+@click.option("--lowres", type=click.FloatRange(0, 1), default=None,
+              help="Probability of down-then-up sampling to 12-36 px [0, 0.3].")
+@click.option("--blur", type=click.FloatRange(0, 1), default=None,
+              help="Probability of a Gaussian blur [0, 0.25].")
+@click.option("--jpeg", type=click.FloatRange(0, 1), default=None,
+              help="Probability of JPEG re-encoding at quality 15-75 [0, 0.3].")
+@click.option("--gamma", type=click.FloatRange(0, 2), default=None,
+              help="Exposure: gamma within [1/(1+g), 1+g] [0, 0.4].")
 @click.option("--no-augment", is_flag=True, help="Turn every augmentation off.")
+@click.option("--extra-data", multiple=True, type=click.Path(),
+              help="Extra labelled training faces (a folder of class folders, e.g. "
+                   "lfw_expressions; repeatable), mixed into the training split.")
+@click.option("--extra-cap", type=click.IntRange(1), default=1500,
+              help="At most this many extra images per class (seed-fixed sample), so a set "
+                   "that is mostly neutral and happy does not swamp the rest.")
 @click.option("--img-size", type=click.IntRange(16), default=48)
 @click.option("--in-chans", type=click.Choice(["1", "3"]), default="1")
 @click.option("--device", default="auto", help="auto|cpu|cuda|cuda:N")
@@ -81,14 +104,16 @@ def main(**o) -> None:
     Runs unchanged under torchrun (--batch-size is then the global batch):
     torchrun --nproc_per_node 4 -m fer_edge.train.cli --data ... """
     setup_logging(o.pop("verbose"))
-    from .augment import AugmentConfig
+    from .augment import AugmentConfig, preset
     from .trainer import TrainConfig, fit
 
     no_aug = o.pop("no_augment")
-    aug = AugmentConfig(**{k: o.pop(k) for k in
-                           ("flip", "rotate", "scale", "translate", "jitter", "erase")})
+    given = {k: o.pop(k) for k in ("flip", "rotate", "scale", "translate", "jitter", "erase",
+                                   "lowres", "blur", "jpeg", "gamma")}
+    aug = preset(o.pop("augment_preset"), **{k: v for k, v in given.items() if v is not None})
     if no_aug:
         aug = AugmentConfig(False, 0, 0, 0, 0, 0)
+    o["extra_data"] = list(o["extra_data"])
     o["in_chans"] = int(o["in_chans"])
     cfg = TrainConfig(augment=aug, command=shlex.join(["fer-train", *sys.argv[1:]]), **o)
     m = fit(cfg)

@@ -95,7 +95,7 @@ def train_one_epoch(
     for step, global_idx in enumerate(bar):
         idx = shard(global_idx, ctx)
         x, y = to_tensor(split, idx, spec, device)
-        x = augment(x, aug, gen)
+        x = augment(x, aug, gen, spec)
         with torch.autocast(device.type, enabled=scaler is not None):
             logits = model(x)
             loss = loss_fn(logits, y)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fer_edge.edge.data import Split, load_split
+from fer_edge.edge.data import Split, concat_splits, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.fileio import atomic_write_text
 from fer_edge.edge.labels import FER2013_LABELS
@@ -59,6 +59,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "test"
     limit: int | None = None
+    extra_data: list[str] = field(default_factory=list)  # more class folders to train on
+    extra_cap: int = 1500  # at most this many extra images per class
     val_limit: int | None = None
     skip_bad: bool = False
     init: str | None = None
@@ -209,6 +211,13 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     labels = tuple(resume_ckpt["labels"]) if resume_ckpt else FER2013_LABELS
     train = load_split(cfg.data, cfg.train_split, labels, cfg.img_size,
                        cfg.skip_bad).stratified(cfg.limit, cfg.seed)
+    if cfg.extra_data:
+        extras = [load_split(p, "train", labels, cfg.img_size, cfg.skip_bad)
+                  .capped(cfg.extra_cap, cfg.seed) for p in cfg.extra_data]
+        for p, e in zip(cfg.extra_data, extras, strict=True):
+            log.info("extra data %s: %d images (%s)", p, len(e), ", ".join(
+                f"{n} {c}" for n, c in zip(labels, e.class_counts(), strict=True) if c))
+        train = concat_splits([train, *extras])
     val = load_split(cfg.data, cfg.val_split, labels, cfg.img_size,
                      cfg.skip_bad).stratified(cfg.val_limit, cfg.seed)
     model = create_model(cfg.arch, num_classes=len(labels), in_chans=cfg.in_chans,
