@@ -131,6 +131,10 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
             raise FerEdgeError(f"{bundle.path}: no TensorRT engine in this bundle; build one "
                                "with fer-export --trt fp16|int8 on this device")
         precision, backend = engines[0], "tensorrt"
+    if detect_width and detect_width < 2 * min_face:
+        raise FerEdgeError(f"--detect-width {detect_width}: too small to find faces of "
+                           f"--min-face {min_face} px; use at least {2 * min_face} (or 0: "
+                           "full size)")
     det_kw = {"min_size": min_face, "min_neighbors": min_neighbors,
               "scale_factor": scale_factor} if detector == "haar" else {}
     det = make_detector(detector, detector_model, detect_width or None, **det_kw)

@@ -122,6 +122,10 @@ class Pipeline:
                  detector: HaarDetector | YuNetDetector | None = None, detect_every: int = 3,
                  full_detect_every: int = 30, max_faces: int = 8, smooth: float | None = 0.3,
                  classifier: Backend | None = None):
+        if max_faces < 1:
+            raise FerEdgeError(f"max_faces={max_faces}: must be at least 1")
+        if smooth is not None and not 0 < smooth <= 1:
+            raise FerEdgeError(f"smooth={smooth}: the EMA weight must be in (0, 1], or None")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.classifier = classifier or open_backend(self.bundle, precision, backend, threads,
                                                      providers)

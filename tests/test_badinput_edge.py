@@ -85,6 +85,10 @@ def files(video, tmp_path_factory) -> Path:
     videos.mkdir()
     _write_video(videos / "clip.avi", 3)
     (d / "empty_dir").mkdir()
+    sizes = d / "sizes"  # two images of different sizes
+    sizes.mkdir()
+    cv2.imwrite(str(sizes / "a.png"), face)
+    cv2.imwrite(str(sizes / "b.png"), cv2.resize(face, (360, 240)))
     frames = d / "frames"  # six real faces: enough eye pairs for calibrate-margin
     frames.mkdir()
     cap = cv2.VideoCapture(str(video))
@@ -138,6 +142,10 @@ ROWS = [
     (["--source", "{d}/two_faces.png", "--max-faces", "1"], 0,
      ["1 face(s) not classified", "--max-faces"], [], []),
     (["--source", "{d}/blank.png"], 0, ["no face found"], [], []),
+    (["--source", "{d}/face.png", "--detect-width", "10"], 1, ["--detect-width", "48"], [],
+     []),
+    (["--source", "{d}/sizes", "--save-video", "{d}/sizes.avi"], 0,
+     ["resized", "frames 2 "], ["{d}/sizes.avi"], []),
     (["--source", "{d}/face.png", "--max-frames", "5"], 0, ["frames 1 "], [], []),
     (["--source", "{d}/half.avi", "-q"], 0, ["35 of 71 frames could not be decoded",
                                              "corrupt 35"], [], []),
@@ -422,6 +430,14 @@ def test_pipeline_frame_size_change_starts_afresh(pipe_and_face):
     assert pipe(np.zeros((2, 3, 3), np.uint8)).faces == []
     assert pipe(np.zeros((1, 1), np.uint8)).faces == []
     assert len(pipe(face).faces) == 1
+
+
+@pytest.mark.parametrize("kw, words", [({"max_faces": 0}, "max_faces"),
+                                        ({"smooth": 0.0}, "smooth"),
+                                        ({"smooth": 1.5}, "smooth")])
+def test_pipeline_refuses_bad_settings(kw, words):
+    with pytest.raises(FerEdgeError, match=words):
+        Pipeline(**kw)
 
 
 def test_pipeline_counts_faces_over_max_faces(video):
