@@ -71,7 +71,9 @@ def demo_image() -> str:
 @click.option("--loop", type=click.IntRange(1), default=1,
               help="Replay a video file this many times (soak tests).")
 @click.option("--reconnect", type=click.IntRange(0), default=5,
-              help="Live sources: retries with backoff before giving up.")
+              help="Live sources: reconnects with backoff before giving up (the budget "
+                   "refills after 10 s of uninterrupted frames). A URL to a video file is "
+                   "read like a file and ends at its end.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-image lines.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
@@ -85,20 +87,43 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
     (outputs are closed cleanly). Prints a summary with FPS and per-stage latency.
     """
     setup_logging(verbose)
+    from pathlib import Path
+
     from fer_edge.edge.bundle import load_bundle
     from fer_edge.edge.detect import make_detector
     from fer_edge.edge.errors import FerEdgeError
     from fer_edge.edge.pipeline import Pipeline
     from fer_edge.edge.runner import run as run_loop
-    from fer_edge.edge.sinks import JsonlSink, VideoSink, Window, display_available
-    from fer_edge.edge.sources import open_source, parse_source
+    from fer_edge.edge.sinks import (
+        JsonlSink,
+        VideoSink,
+        Window,
+        check_output,
+        display_available,
+    )
+    from fer_edge.edge.sources import open_source, parse_source, quiet_opencv
 
+    quiet_opencv(verbose)
     chosen = [x for x in (camera, source, demo_image() if demo else None) if x is not None]
     if len(chosen) != 1:
         raise FerEdgeError("give exactly one of --camera N, --source PATH_OR_URL or --demo")
     spec = parse_source(chosen[0])
     if camera is not None and spec.kind != "camera":
         raise FerEdgeError(f"--camera {camera!r}: expected an index or /dev/videoN")
+    if loop > 1 and spec.kind != "video":
+        raise FerEdgeError(f"--loop {loop}: only a video file can be replayed; the source is "
+                           f"a {spec.kind}")
+    for option, out in (("--jsonl", jsonl if jsonl != "-" else None),
+                        ("--save-video", save_video)):
+        if out is None:
+            continue
+        check_output(out, option)
+        if spec.kind in ("video", "image") and Path(out).resolve() == \
+                Path(str(spec.target)).resolve():
+            raise FerEdgeError(f"{option} {out}: is the source file; it would be overwritten")
+    if jsonl and save_video and jsonl != "-" and Path(jsonl).resolve() == \
+            Path(save_video).resolve():
+        raise FerEdgeError(f"--jsonl and --save-video both name {jsonl}")
     bundle = load_bundle(model)
     if precision == "trt":
         engines = [k for k in ("trt_int8", "trt_fp16") if k in bundle.models]
@@ -106,6 +131,10 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
             raise FerEdgeError(f"{bundle.path}: no TensorRT engine in this bundle; build one "
                                "with fer-export --trt fp16|int8 on this device")
         precision, backend = engines[0], "tensorrt"
+    if detect_width and detect_width < 2 * min_face:
+        raise FerEdgeError(f"--detect-width {detect_width}: too small to find faces of "
+                           f"--min-face {min_face} px; use at least {2 * min_face} (or 0: "
+                           "full size)")
     det_kw = {"min_size": min_face, "min_neighbors": min_neighbors,
               "scale_factor": scale_factor} if detector == "haar" else {}
     det = make_detector(detector, detector_model, detect_width or None, **det_kw)
@@ -117,10 +146,16 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
                            "built without GUI)")
     show = available if display is None else display
     src = open_source(spec, max_retries=reconnect) if spec.live else open_source(spec)
-    if loop > 1 and spec.kind == "video":
+    if loop > 1:
         from fer_edge.edge.sources import LoopedVideo
 
         src = LoopedVideo(src, loop)
+    try:  # outputs are opened before the loop: a bad path fails before any frame
+        jsonl_sink = JsonlSink(jsonl, bundle.labels) if jsonl else None
+        video_sink = VideoSink(save_video, src.fps) if save_video else None
+    except BaseException:
+        src.close()
+        raise
     click.echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
                f"{det.name}, source {spec.kind} {spec.target}", err=True)
     progress = None
@@ -128,21 +163,24 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
     if not quiet and not per_image and jsonl != "-":
         from tqdm import tqdm
 
-        total = getattr(src, "length", 0) * (loop if spec.kind == "video" else 1) or None
+        total = src.length * loop or None
         progress = tqdm(total=min(total, max_frames) if total and max_frames else total,
                         unit="frame", desc="fer-edge", dynamic_ncols=True, file=sys.stderr)
-    jsonl_sink = JsonlSink(jsonl, bundle.labels) if jsonl else None
     if per_image:
         jsonl_sink = _EchoSink(jsonl_sink)
-    summary = run_loop(src, pipe, jsonl_sink,
-                       VideoSink(save_video, src.fps) if save_video else None,
-                       Window() if show else None, max_frames,
-                       independent_frames=spec.kind in ("image", "folder"), progress=progress)
-    if progress is not None:
-        progress.close()
+    try:
+        summary = run_loop(src, pipe, jsonl_sink, video_sink, Window() if show else None,
+                           max_frames, independent_frames=spec.kind in ("image", "folder"),
+                           progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     click.echo(summary.text(), err=True)
     if summary.stopped_by == "signal":
         click.echo("stopped by signal; outputs closed", err=True)
+        sys.exit(130)
+    if not summary.frames:
+        raise FerEdgeError(f"{spec.target}: no frame was read")
 
 
 class _EchoSink:
@@ -175,9 +213,11 @@ def calibrate_margin(data, sources, demo, images) -> None:
     (eye distance relative to the image vs. to the detector box)."""
     setup_logging(False)
     from fer_edge.edge.framing import estimate_crop_margin
+    from fer_edge.edge.sources import quiet_opencv
 
+    quiet_opencv()
     r = estimate_crop_margin(data, [*sources, *([demo_image()] if demo else [])],
-                             images=images)
+                             images=images, progress=True)
     click.echo(f"FER2013: eye distance {r['r_fer']:.3f} of the image side "
                f"({r['fer_eye_pairs']}/{r['fer_images']} faces); live Haar boxes: "
                f"{r['r_box']:.3f} of the box width ({r['live_eye_pairs']}/{r['live_faces']} "

@@ -71,8 +71,12 @@ class YuNetDetector:
         try:
             self.net = cv2.FaceDetectorYN.create(model, "", (320, 240), score_threshold,
                                                  nms_threshold)
+            self.net.detect(np.zeros((240, 320, 3), np.uint8))  # a wrong ONNX fails here
         except cv2.error as e:
-            raise FerEdgeError(f"{model}: OpenCV cannot load it as YuNet ({e.msg})") from None
+            why = next((ln.strip("> ").strip() for ln in str(e.err).splitlines()
+                        if ln.strip("> ").strip()), "unknown error")
+            raise FerEdgeError(f"{model}: OpenCV cannot load it as a YuNet face detector "
+                               f"(--detector-model): {why[:160]}") from None
         self.max_width = max_width
         self._size: tuple[int, int] | None = None
 

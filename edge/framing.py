@@ -15,17 +15,19 @@ box it draws on a sharp camera face, so that shortcut gives a biased, too-small 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from .data import load_split
 from .detect import HaarDetector
 from .errors import FerEdgeError
 from .preprocess import to_gray
-from .sources import open_source
+from .sources import open_source, parse_source
 
 SIDE = 192
 
@@ -53,19 +55,31 @@ def eye_distance(gray: np.ndarray, cascade: cv2.CascadeClassifier) -> float | No
 
 
 def estimate_crop_margin(data: str, sources: Iterable[str], split: str = "train",
-                         images: int = 3000, seed: int = 0) -> dict:
+                         images: int = 3000, seed: int = 0, progress: bool = False) -> dict:
     """``data``: FER2013; ``sources``: videos/images/folders with real faces at camera
-    resolution (the shared face video, the demo portrait)."""
-    eye = _eye_cascade()
-    s = load_split(data, split)
-    idx = np.random.default_rng(seed).choice(len(s), size=min(images, len(s)), replace=False)
-    r_fer = [r for i in idx if (r := eye_distance(
-        cv2.resize(s.images[i], (SIDE, SIDE), interpolation=cv2.INTER_CUBIC), eye))]
-    det = HaarDetector(max_width=None)
-    r_box, faces = [], 0
-    for src in sources:
-        with open_source(src) as frames:
-            for f in frames:
+    resolution (the shared face video, the demo portrait). ``progress``: bars on stderr."""
+    specs = [parse_source(src) for src in sources]
+    live = [str(sp.target) for sp in specs if sp.live]
+    if live:
+        raise FerEdgeError(f"{', '.join(live)}: calibration needs files (video, image or "
+                           "folder), not a live camera or stream")
+    opened = []  # every source is opened before the slow part: a bad file fails at once
+    try:
+        for spec in specs:
+            opened.append(open_source(spec))
+        eye = _eye_cascade()
+        s = load_split(data, split)
+        idx = np.random.default_rng(seed).choice(len(s), size=min(images, len(s)),
+                                                 replace=False)
+        bar = {"file": sys.stderr, "disable": not progress, "dynamic_ncols": True}
+        r_fer = [r for i in tqdm(idx, desc="FER2013 eyes", unit="face", **bar) if (
+            r := eye_distance(cv2.resize(s.images[i], (SIDE, SIDE),
+                                         interpolation=cv2.INTER_CUBIC), eye))]
+        det = HaarDetector(max_width=None)
+        r_box, faces = [], 0
+        for frames in opened:
+            for f in tqdm(frames, desc=Path(str(frames.spec.target)).name,
+                          total=frames.length or None, unit="frame", **bar):
                 found = det(f.image)
                 if not found:
                     continue
@@ -74,6 +88,9 @@ def estimate_crop_margin(data: str, sources: Iterable[str], split: str = "train"
                 gray = to_gray(f.image)[max(0, y):y + h, max(0, x):x + w]
                 if gray.size and (r := eye_distance(cv2.resize(gray, (SIDE, SIDE)), eye)):
                     r_box.append(r)
+    finally:
+        for frames in opened:
+            frames.close()
     if len(r_fer) < 20 or len(r_box) < 5:
         raise FerEdgeError(f"too few eye pairs found (FER2013 {len(r_fer)}, live faces "
                            f"{len(r_box)}) to estimate the margin")

@@ -7,19 +7,77 @@ detections) -> crop (bundle's margin, square) -> preprocess -> classify all face
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from .backends import Backend, open_backend
 from .bundle import Bundle, load_bundle
 from .detect import HaarDetector, YuNetDetector, detect_near, make_detector
+from .errors import FerEdgeError
 from .metrics import softmax
 from .preprocess import crop_box, preprocess
 from .tracker import IouTracker
 
+log = logging.getLogger(__name__)
+
 STAGES = ("decode", "detect", "crop", "classify", "track")
+ACCEPTED = ("a numpy array of shape (H, W) or (H, W, 1) grayscale, (H, W, 3) BGR or "
+            "(H, W, 4) BGRA; dtype uint8, uint16 or float")
+
+
+class BadFrame(FerEdgeError, ValueError):
+    """A frame given to :class:`Pipeline` that it cannot use; says what was expected."""
+
+
+def as_frame(image: object) -> np.ndarray:
+    """Check a frame given to the Pipeline API and convert it to uint8 BGR or grayscale.
+
+    Accepted: (H, W), (H, W, 1), (H, W, 3) BGR, (H, W, 4) BGRA arrays, any strides.
+    - uint8 as is; uint16 as the full 16-bit range (``>> 8``; shift 10/12-bit camera
+      data up first); other integer types when every value is within 0..255.
+    - float (16/32/64): values in [0, 1] (when the maximum is <= 1) are scaled by 255,
+      values in [0, 255] are rounded; NaN, inf and values outside both ranges are refused.
+    - bool, complex, object arrays, empty arrays and other shapes are refused.
+    Raises :class:`BadFrame` (a FerEdgeError and a ValueError) saying what was expected.
+    """
+    if not isinstance(image, np.ndarray):
+        raise BadFrame(f"frame must be {ACCEPTED}; got {type(image).__name__}")
+    shape = image.shape
+    if image.ndim not in (2, 3) or (image.ndim == 3 and shape[2] not in (1, 3, 4)):
+        raise BadFrame(f"frame has shape {shape}; expected {ACCEPTED}")
+    if image.size == 0:
+        raise BadFrame(f"frame is empty (shape {shape}); expected {ACCEPTED}")
+    kind = image.dtype.kind
+    if kind == "u" and image.dtype.itemsize == 1:
+        out = image
+    elif image.dtype == np.uint16:
+        out = (image >> 8).astype(np.uint8)
+    elif kind in "ui":
+        lo, hi = int(image.min()), int(image.max())
+        if lo < 0 or hi > 255:
+            raise BadFrame(f"{image.dtype} frame has values {lo}..{hi}; integer frames other "
+                           "than uint16 must lie within 0..255")
+        out = image.astype(np.uint8)
+    elif kind == "f":
+        if not np.isfinite(image).all():
+            raise BadFrame(f"{image.dtype} frame contains NaN or infinite values")
+        lo, hi = float(image.min()), float(image.max())
+        if lo < 0 or hi > 255:
+            raise BadFrame(f"{image.dtype} frame has values {lo:g}..{hi:g}; float frames must "
+                           "lie within [0, 1] or [0, 255]")
+        scaled = image * 255.0 if hi <= 1.0 else image
+        out = np.rint(scaled).astype(np.uint8)
+    else:
+        raise BadFrame(f"frame dtype {image.dtype} is not supported; expected {ACCEPTED}")
+    if out.ndim == 3 and out.shape[2] == 1:
+        out = out[:, :, 0]
+    elif out.ndim == 3 and out.shape[2] == 4:
+        out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(out)
 
 
 @dataclass
@@ -45,10 +103,18 @@ class FrameResult:
     detected: bool  # the detector ran on this frame
     timings: dict[str, float] = field(default_factory=dict)  # ms per stage
     path: str | None = None
+    faces_over_limit: int = 0  # faces found but not classified (beyond max_faces)
 
 
 class Pipeline:
-    """Embed the loop: ``for frame in frames: result = pipe(frame)``."""
+    """Embed the loop: ``for frame in frames: result = pipe(frame)``.
+
+    A frame is a numpy array: (H, W) or (H, W, 1) grayscale, (H, W, 3) BGR or (H, W, 4)
+    BGRA, uint8 (uint16 and float frames are converted, see :func:`as_frame`). Anything else
+    raises :class:`BadFrame`. At most ``max_faces`` faces (the largest) are classified per
+    frame; the others are counted in ``FrameResult.faces_over_limit`` and logged once. A
+    frame of another size than the previous one starts afresh (as :meth:`reset`).
+    """
 
     def __init__(self, bundle: Bundle | str | None = None, precision: str = "int8",
                  backend: str = "ort", threads: int | None = None,
@@ -56,6 +122,10 @@ class Pipeline:
                  detector: HaarDetector | YuNetDetector | None = None, detect_every: int = 3,
                  full_detect_every: int = 30, max_faces: int = 8, smooth: float | None = 0.3,
                  classifier: Backend | None = None):
+        if max_faces < 1:
+            raise FerEdgeError(f"max_faces={max_faces}: must be at least 1")
+        if smooth is not None and not 0 < smooth <= 1:
+            raise FerEdgeError(f"smooth={smooth}: the EMA weight must be in (0, 1], or None")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.classifier = classifier or open_backend(self.bundle, precision, backend, threads,
                                                      providers)
@@ -65,23 +135,37 @@ class Pipeline:
         self.max_faces = max_faces
         self.smooth = smooth
         self.labels = self.bundle.labels
+        self._warned_max_faces = False
         self.reset()
 
     def reset(self) -> None:
         """Forget tracks (between unrelated images)."""
         self.tracker = IouTracker(alpha=self.smooth if self.smooth else 1.0, max_missed=3)
         self._n = 0
+        self._size: tuple[int, ...] | None = None
 
     def __call__(self, image: np.ndarray, index: int | None = None,
                  timestamp: float | None = None, path: str | None = None) -> FrameResult:
+        image = as_frame(image)
+        if image.shape[:2] != self._size:  # another camera or image: tracks do not carry over
+            self.reset()
+            self._size = image.shape[:2]
         t0 = time.perf_counter()
         timings = {}
         live = self.tracker.live()
         full = self._n % self.full_detect_every == 0 or not live
         detected = full or self._n % self.detect_every == 0
+        over = 0
         if full:  # whole frame: finds new faces
             dets = sorted(self.detector(image), key=lambda d: d.box[2] * d.box[3],
-                          reverse=True)[:self.max_faces]
+                          reverse=True)
+            over = max(0, len(dets) - self.max_faces)
+            dets = dets[:self.max_faces]
+            if over and not self._warned_max_faces:
+                self._warned_max_faces = True
+                log.warning("%d faces in one frame: only the %d largest are classified "
+                            "(max_faces); the others are counted in the summary",
+                            len(dets) + over, self.max_faces)
         elif detected:  # re-detect known faces near their last box
             dets = [d for d in (detect_near(self.detector, image, t.box) for t in live) if d]
         t1 = time.perf_counter()
@@ -112,4 +196,4 @@ class Pipeline:
         self._n += 1
         return FrameResult(self._n - 1 if index is None else index,
                            time.time() if timestamp is None else timestamp, faces, detected,
-                           timings, path)
+                           timings, path, over)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import FerEdgeError
 from .pipeline import STAGES, FrameResult, Pipeline
 from .sinks import JsonlSink, VideoSink, Window, annotate
 from .sources import FrameSource
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,6 +26,8 @@ class RunSummary:
     faces: int = 0
     dropped: int = 0
     corrupt: int = 0
+    skipped: list[str] = field(default_factory=list)  # names of unreadable files
+    faces_over_limit: int = 0  # faces found but not classified (beyond max_faces)
     seconds: float = 0.0
     stopped_by: str | None = None  # "signal", "user" or None (source ended / max frames)
     stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
@@ -42,6 +49,13 @@ class RunSummary:
         lines = [f"frames {self.frames}  with faces {self.frames_with_faces}  faces {self.faces}"
                  f"  dropped {self.dropped}  corrupt {self.corrupt}  "
                  f"{self.fps:.1f} FPS over {self.seconds:.2f}s"]
+        if self.skipped:
+            more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+            lines.append(f"skipped {len(self.skipped)} unreadable file(s): "
+                         f"{', '.join(self.skipped[:5])}{more}")
+        if self.faces_over_limit:
+            lines.append(f"{self.faces_over_limit} face(s) not classified: more faces in a frame "
+                         "than --max-faces")
         pct = self.percentiles()
         if pct:
             lines.append("stage ms  " + "  ".join(f"{s} p50 {v['p50']:.3f} p90 {v['p90']:.3f}"
@@ -59,12 +73,20 @@ def run(source: FrameSource, pipe: Pipeline, jsonl: JsonlSink | None = None,
         progress=None) -> RunSummary:
     """Process frames until the source ends, ``max_frames``, q/Esc, Ctrl-C or SIGTERM.
 
-    Sinks are always closed, so the video file is finalised and every JSON line is whole.
+    Sinks are always closed, so the video file is finalised and every JSON line is whole;
+    a sink that fails to close (a video that could not be written completely) raises
+    :class:`FerEdgeError` unless another error is already on its way out.
     """
     summary = RunSummary()
 
+    # A signal stops the loop at once, except while the outputs are being written: there it
+    # is noted and acted on after the frame, so the video and the JSONL agree frame by frame.
+    state = {"writing": False, "stop": False}
+
     def on_term(signum, frame):
-        raise _Interrupted
+        state["stop"] = True
+        if not state["writing"]:
+            raise _Interrupted
 
     # Signal handlers can only be set from the main thread (the CLI); elsewhere Ctrl-C stays
     # the caller's business.
@@ -83,11 +105,13 @@ def run(source: FrameSource, pipe: Pipeline, jsonl: JsonlSink | None = None,
             if independent_frames:
                 pipe.reset()
             r: FrameResult = pipe(frame.image, frame.index, frame.timestamp, frame.path)
+            state["writing"] = True  # from here on the frame is counted and written whole
             r.timings["decode"] = decode_ms
             for s in STAGES:
                 summary.stage_ms[s].append(r.timings.get(s, 0.0))
             summary.frames += 1
             summary.faces += len(r.faces)
+            summary.faces_over_limit += r.faces_over_limit
             if r.faces:
                 summary.frames_with_faces += 1
                 biggest = max(r.faces, key=lambda f: f.box[2] * f.box[3])
@@ -103,17 +127,34 @@ def run(source: FrameSource, pipe: Pipeline, jsonl: JsonlSink | None = None,
                 if window and not window.show(img):
                     summary.stopped_by = "user"
                     break
+            state["writing"] = False
+            if state["stop"]:
+                raise _Interrupted
             if progress is not None:
                 progress.update(1)
     except (_Interrupted, KeyboardInterrupt):
         summary.stopped_by = "signal"
     finally:
+        state["writing"] = True  # a signal now only marks the summary
         summary.seconds = time.perf_counter() - t_start
         summary.dropped, summary.corrupt = source.dropped, source.corrupt
+        summary.skipped = list(source.bad)
         for s, h in old.items():
             signal.signal(s, h)
+        failing = sys.exc_info()[1] is not None
+        close_error = None
         for sink in (jsonl, video, window):
             if sink is not None:
-                sink.close()
+                try:
+                    sink.close()
+                except FerEdgeError as e:
+                    close_error = close_error or e
         source.close()
+        if state["stop"]:
+            summary.stopped_by = "signal"
+        if close_error is not None:
+            if failing:
+                log.error("%s", close_error)
+            else:
+                raise close_error
     return summary

@@ -1,10 +1,18 @@
-"""Outputs of the loop: annotated frames, a video file, JSON Lines, an on-screen window."""
+"""Outputs of the loop: annotated frames, a video file, JSON Lines, an on-screen window.
+
+Both file sinks open their file when they are made, before the loop starts, so a missing
+folder or a read-only disk is one error naming the path before any frame is processed; an
+``OSError`` while writing (a full disk) becomes a :class:`FerEdgeError` naming the path.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import IO
 
@@ -12,7 +20,30 @@ import cv2
 import numpy as np
 
 from .errors import FerEdgeError
+from .fileio import umask_mode
 from .pipeline import FrameResult
+
+log = logging.getLogger(__name__)
+
+VIDEO_FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v",
+                ".mkv": "MJPG"}
+MIN_FREE_BYTES = 1 << 20  # stop writing a video when the disk has less than this left
+
+
+def check_output(path: str | os.PathLike, option: str) -> Path:
+    """``path`` can be a file that the run writes: not a folder, its folder exists."""
+    p = Path(path)
+    if not str(path).strip():
+        raise FerEdgeError(f"{option}: empty path")
+    if p.is_dir():
+        raise FerEdgeError(f"{option} {p}: is a folder; give a file name")
+    if not p.parent.is_dir():
+        raise FerEdgeError(f"{option} {p}: folder {p.parent} does not exist")
+    return p
+
+
+def _os_error(option: str, path: Path, e: OSError) -> FerEdgeError:
+    return FerEdgeError(f"{option} {path}: cannot write ({e.strerror or e})")
 
 COLORS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160),
           "happy": (40, 200, 240), "sad": (200, 120, 40), "surprise": (240, 200, 40),
@@ -35,11 +66,27 @@ def annotate(frame: np.ndarray, result: FrameResult, fps: float | None = None) -
 
 
 class JsonlSink:
-    """One JSON object per frame, flushed line by line (``-`` = stdout)."""
+    """One JSON object per frame, flushed line by line (``-`` = stdout), so another program
+    can follow the file while the loop runs.
+
+    The file is opened here (a bad path fails before the loop) without truncating it: an
+    earlier file of that name is replaced only when the first record is written, and a file
+    this sink created is removed again if no record was ever written (a run that failed)."""
 
     def __init__(self, path: str, labels: tuple[str, ...]):
         self.labels = labels
-        self.fh: IO[str] = sys.stdout if path == "-" else open(path, "w")  # noqa: SIM115
+        self.path = Path(path)
+        self.records = 0
+        self._broken = False
+        if path == "-":
+            self.fh: IO[str] = sys.stdout
+            return
+        check_output(path, "--jsonl")
+        self._existed = self.path.exists()
+        try:
+            self.fh = open(path, "a")  # noqa: SIM115
+        except OSError as e:
+            raise _os_error("--jsonl", self.path, e) from None
 
     def write(self, r: FrameResult) -> None:
         rec = {"frame": r.index, "timestamp": round(r.timestamp, 6), "detected": r.detected,
@@ -47,36 +94,114 @@ class JsonlSink:
                "timings_ms": {k: round(v, 3) for k, v in r.timings.items()}}
         if r.path is not None:
             rec["path"] = r.path
-        self.fh.write(json.dumps(rec) + "\n")
-        self.fh.flush()
+        try:
+            if not self.records and self.fh is not sys.stdout:
+                self.fh.seek(0)
+                self.fh.truncate()
+            self.fh.write(json.dumps(rec) + "\n")
+            self.fh.flush()
+        except OSError as e:
+            self._broken = True  # reported here; close() stays quiet about it
+            raise _os_error("--jsonl", self.path, e) from None
+        self.records += 1
 
     def close(self) -> None:
-        if self.fh is not sys.stdout:
+        if self.fh is sys.stdout:
+            return
+        try:
             self.fh.close()
+        except OSError as e:
+            if not self._broken:
+                raise _os_error("--jsonl", self.path, e) from None
+        finally:
+            if not self.records and not self._existed:
+                self.path.unlink(missing_ok=True)
 
 
 class VideoSink:
-    """Annotated video; opened at the first frame's size. mp4v for .mp4, MJPG otherwise."""
+    """Annotated video (mp4v for .mp4/.m4v/.mov, MJPG for .avi/.mkv) at the first frame's
+    size (later frames of another size are resized to it).
+
+    OpenCV's writer reports no error when the disk fills up, so the video is written to a
+    temporary name beside ``path`` (created here: an unwritable folder fails before the
+    loop), the free space is watched while writing, and at close the file is read back: only
+    a file that holds every frame written is renamed to ``path``; otherwise it is removed
+    and :class:`FerEdgeError` says why.
+    """
 
     def __init__(self, path: str, fps: float | None):
-        self.path, self.fps = Path(path), fps or 30.0
+        self.path, self.fps = check_output(path, "--save-video"), fps or 30.0
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_FOURCC:
+            raise FerEdgeError(f"--save-video {self.path}: unsupported extension "
+                               f"{suffix or '(none)'}; use {', '.join(VIDEO_FOURCC)}")
+        self.fourcc = VIDEO_FOURCC[suffix]
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                       suffix=f".partial{suffix}")
+            os.close(fd)
+        except OSError as e:
+            raise _os_error("--save-video", self.path, e) from None
+        self.tmp = Path(tmp)
         self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
         self.frames = 0
+        self._warned_size = False
+
+    def _fail(self, why: str) -> FerEdgeError:
+        self.discard()
+        return FerEdgeError(f"--save-video {self.path}: {why}; nothing was saved")
 
     def write(self, frame: np.ndarray) -> None:
+        h, w = frame.shape[:2]
         if self.writer is None:
-            fourcc = "mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"
-            h, w = frame.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc),
-                                          self.fps, (w, h))
+            self.size = (w, h)
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc),
+                                          self.fps, self.size)
             if not self.writer.isOpened():
-                raise FerEdgeError(f"{self.path}: OpenCV cannot write a {fourcc} video here")
+                raise self._fail(f"OpenCV cannot write a {self.fourcc} video here")
+        elif (w, h) != self.size:
+            if not self._warned_size:
+                self._warned_size = True
+                log.warning("--save-video: frames of other sizes than the first (%dx%d) are "
+                            "resized to it", *self.size)
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(frame)
         self.frames += 1
+        if self.frames % 16 == 1:
+            free = shutil.disk_usage(self.tmp.parent).free
+            if free < MIN_FREE_BYTES:
+                raise self._fail(f"disk full ({free} bytes left in {self.tmp.parent})")
 
-    def close(self) -> None:
+    def discard(self) -> None:
+        """Drop the partial file (an error elsewhere ended the run)."""
         if self.writer is not None:
             self.writer.release()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Finalise the video, check it holds every frame, and rename it into place."""
+        if not self.tmp.exists():
+            return  # already discarded
+        if self.writer is None:  # no frame arrived: leave nothing behind
+            self.discard()
+            return
+        self.writer.release()
+        self.writer = None
+        cap = cv2.VideoCapture(str(self.tmp))
+        got = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        cap.release()
+        if got != self.frames:
+            free = shutil.disk_usage(self.tmp.parent).free
+            raise self._fail(f"the written file holds {got} of {self.frames} frames (disk "
+                             f"full or write error; {free} bytes free)")
+        try:
+            umask_mode(self.tmp)
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.discard()
+            raise _os_error("--save-video", self.path, e) from None
 
 
 def display_available() -> bool:

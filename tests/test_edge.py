@@ -129,7 +129,7 @@ def test_sigint_closes_outputs_cleanly(video, tmp_path):
         time.sleep(0.1)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
-    assert p.returncode == 0, err
+    assert p.returncode == 130, err
     assert "stopped by signal" in err
     recs = _jsonl(jl)  # every line is complete JSON
     assert len(recs) >= 20
