@@ -8,6 +8,7 @@ import click
 
 from .cliutil import friendly_errors, setup_logging
 
+STILLS_DETECT_WIDTH = 640
 CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
@@ -51,8 +52,10 @@ def demo_image() -> str:
 @click.option("--full-detect-every", type=click.IntRange(1), default=30,
               help="Search the whole frame for new faces every N frames (and whenever no face "
                    "is tracked); other detection frames only re-detect near known faces.")
-@click.option("--detect-width", type=click.IntRange(0), default=320,
-              help="Downscale frames to this width for detection (0: full size).")
+@click.option("--detect-width", type=click.IntRange(0), default=None,
+              help="Downscale frames to this width for detection (0: full size) [320 for "
+                   "video and live sources, 640 for images and folders: a photo's faces are "
+                   "often small, and a still can afford the time].")
 @click.option("--min-face", type=click.IntRange(8), default=24,
               help="Haar: smallest face, in detection-image pixels.")
 @click.option("--min-neighbors", type=click.IntRange(1), default=5, help="Haar minNeighbors.")
@@ -131,6 +134,8 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
             raise FerEdgeError(f"{bundle.path}: no TensorRT engine in this bundle; build one "
                                "with fer-export --trt fp16|int8 on this device")
         precision, backend = engines[0], "tensorrt"
+    if detect_width is None:  # measured on sfew_frames: docs/realworld.md
+        detect_width = STILLS_DETECT_WIDTH if spec.kind in ("image", "folder") else 320
     if detect_width and detect_width < 2 * min_face:
         raise FerEdgeError(f"--detect-width {detect_width}: too small to find faces of "
                            f"--min-face {min_face} px; use at least {2 * min_face} (or 0: "
@@ -151,7 +156,8 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
 
         src = LoopedVideo(src, loop)
     try:  # outputs are opened before the loop: a bad path fails before any frame
-        jsonl_sink = JsonlSink(jsonl, bundle.labels) if jsonl else None
+        jsonl_sink = JsonlSink(jsonl, bundle.labels, str(spec.target)
+                               if spec.kind == "folder" else None) if jsonl else None
         video_sink = VideoSink(save_video, src.fps) if save_video else None
     except BaseException:
         src.close()

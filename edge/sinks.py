@@ -73,8 +73,8 @@ class JsonlSink:
     earlier file of that name is replaced only when the first record is written, and a file
     this sink created is removed again if no record was ever written (a run that failed)."""
 
-    def __init__(self, path: str, labels: tuple[str, ...]):
-        self.labels = labels
+    def __init__(self, path: str, labels: tuple[str, ...], root: str | None = None):
+        self.labels, self.root = labels, root  # root: a folder source, for "relpath"
         self.path = Path(path)
         self.records = 0
         self._broken = False
@@ -94,6 +94,8 @@ class JsonlSink:
                "timings_ms": {k: round(v, 3) for k, v in r.timings.items()}}
         if r.path is not None:
             rec["path"] = r.path
+            if self.root is not None:  # e.g. "angry/img01.jpg": the class folder scores it
+                rec["relpath"] = Path(os.path.relpath(r.path, self.root)).as_posix()
         try:
             if not self.records and self.fh is not sys.stdout:
                 self.fh.seek(0)

@@ -131,7 +131,8 @@ class FrameSource:
 
 
 class ImageFiles(FrameSource):
-    """One image or a folder of images in name order, each read with :func:`read_image`.
+    """One image or a folder of images (searched recursively, in path order), each read with
+    :func:`read_image`.
     In a folder, unreadable files (corrupt, truncated, empty, unsupported format) are logged,
     counted and skipped; a single unreadable image, or a folder where no image can be read,
     is an error."""
@@ -145,7 +146,8 @@ class ImageFiles(FrameSource):
             self.files = [p]
         else:
             try:
-                entries = sorted(f for f in p.iterdir() if f.is_file())
+                # Recursive, in path order: a tree of class folders is scored by path.
+                entries = sorted(f for f in p.rglob("*") if f.is_file())
             except OSError as e:
                 raise FerEdgeError(f"{p}: cannot list this folder ({e.strerror or e})") from None
             self.files = [f for f in entries

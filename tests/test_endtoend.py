@@ -82,3 +82,20 @@ def test_bad_csv_rows_are_named(tmp_path, content, words):
     f.write_text(content)
     with pytest.raises(FerEdgeError, match=words):
         read_labelled_images(f, load_bundle().labels)
+
+
+def test_run_on_class_folders_is_recursive_and_writes_relpath(photos, tmp_path):
+    from conftest import run_cli
+
+    root, _ = photos
+    out = tmp_path / "out.jsonl"
+    r = run_cli("fer_edge.edge.cli", "run", "--source", str(root), "--jsonl", str(out),
+                "--no-display", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    rows = {rec["relpath"]: rec for rec in map(json.loads, out.read_text().splitlines())}
+    assert sorted(rows) == ["angry/set1/a.jpg", "happy/blank.png"]  # cut.jpg: skipped, named
+    assert rows["angry/set1/a.jpg"]["faces"][0]["label"] == "angry"
+    assert rows["happy/blank.png"]["faces"] == []
+    assert "cut.jpg" in r.stderr
