@@ -21,18 +21,23 @@ import numpy as np
 
 from .errors import FerEdgeError
 from .fileio import atomic_write
+from .imageio import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, BadImage, read_image
 from .labels import FER2013_LABELS, canonical_label
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm")
+MIN_SIDE = 8  # a smaller image cannot hold a face: refused like a corrupt one
 CSV_USAGE = {"train": "Training", "training": "Training",
              "test": "PublicTest", "val": "PublicTest", "validation": "PublicTest",
              "publictest": "PublicTest", "privatetest": "PrivateTest"}
 # The Kaggle folder layout names the PublicTest split "test".
 FOLDER_SPLIT = {"training": "train", "train": "train", "test": "test", "publictest": "test",
                 "val": "test", "validation": "test"}
-CACHE_VERSION = 1
+# The Usage values of the challenge CSV (any case); another value is an error, never a
+# silently dropped row.
+CSV_USAGE_VALUES = {"training": "Training", "publictest": "PublicTest",
+                    "privatetest": "PrivateTest"}
+CACHE_VERSION = 2  # 2: images read with imageio.read_image (truncated/tiny files refused)
 
 
 @dataclass
@@ -137,8 +142,10 @@ def read_labelled_folder(
 ) -> Split:
     """Read ``root/<class>/*.<image>``; class names may be synonyms (anger, happiness, ...).
 
-    Folders whose name maps to no label of ``labels`` are skipped with a warning naming them.
-    An unreadable image is an error naming it, or, with ``skip_bad``, skipped and listed.
+    Folders whose name maps to no label of ``labels`` are skipped with a warning naming them;
+    so are files that are not images OpenCV reads (a class folder holding only such images,
+    .gif say, is an error). An unreadable, truncated or tiny (< 8 px) image is an error naming
+    it, or, with ``skip_bad``, skipped and listed.
     """
     root = Path(root)
     if not root.is_dir():
@@ -152,9 +159,15 @@ def read_labelled_folder(
                         root, d.name, ", ".join(labels))
             continue
         idx = labels.index(name)
+        n_before, other = len(files), []
         for f in sorted(os.scandir(d.path), key=lambda e: e.name):
-            if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            if f.name.lower().endswith(IMAGE_SUFFIXES):
                 files.append((f.path, idx, f.stat()))
+            else:
+                other.append(Path(f.name).suffix.lower() or "(no suffix)")
+        _report_other_files(d.path, other, images=len(files) - n_before)
     if not files:
         raise FerEdgeError(f"{root}: no images found in class folders ({', '.join(labels)})")
     key = _key(["folder", str(root.resolve()), size, labels, skip_bad]
@@ -168,11 +181,11 @@ def read_labelled_folder(
         bad: list[str] = []
         for n, (fp, _, _) in enumerate(tqdm(files, desc=f"decode {root.name}", unit="img",
                                             leave=False, disable=len(files) < 2000)):
-            img = cv2.imread(fp, cv2.IMREAD_GRAYSCALE)
-            if img is None:
+            try:
+                img = read_image(fp, gray=True, min_side=MIN_SIDE)
+            except BadImage as e:
                 if not skip_bad:
-                    raise FerEdgeError(f"{fp}: unreadable or corrupt image"
-                                       " (pass --skip-bad to skip such files)")
+                    raise BadImage(f"{e} (pass --skip-bad to skip such files)") from None
                 ok[n] = False
                 bad.append(fp)
                 continue
@@ -180,6 +193,8 @@ def read_labelled_folder(
                 img, (size, size), interpolation=cv2.INTER_AREA)
         if bad:
             log.warning("%s: skipped %d unreadable image(s): %s", root, len(bad), ", ".join(bad))
+        if not ok.any():
+            raise FerEdgeError(f"{root}: all {len(files)} images are unreadable or corrupt")
         lab = np.array([i for _, i, _ in files], np.int64)
         return Split(images[ok], lab[ok], labels, str(root),
                      [f for (f, _, _), k in zip(files, ok, strict=True) if k])
@@ -203,43 +218,20 @@ def read_fer2013_csv(
     def decode() -> Split:
         label_map = _fer_index_map(labels, path)
         images, labs = [], []
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip().lower() for h in next(reader, [])]
-            missing = {"emotion", "pixels"} - set(header)
-            if missing:
-                raise FerEdgeError(f"{path}: CSV header {header} lacks column(s) "
-                                   f"{sorted(missing)}; expected emotion,pixels,Usage")
-            ie, ip = header.index("emotion"), header.index("pixels")
-            iu = header.index("usage") if "usage" in header else None
-            if usage is not None and iu is None:
-                raise FerEdgeError(f"{path}: no Usage column, cannot select the {usage} split")
-            for row_no, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise FerEdgeError(f"{path}, row {row_no}: {len(row)} fields, expected "
-                                       f"{len(header)}")
-                if usage is not None and row[iu].strip() != usage:
-                    continue
-                try:
-                    pix = np.array(row[ip].split(), dtype=np.int32)
-                    emo = int(row[ie])
-                except ValueError:
-                    raise FerEdgeError(f"{path}, row {row_no}: non-numeric emotion or pixels") \
-                        from None
-                if pix.size != 48 * 48:
-                    raise FerEdgeError(f"{path}, row {row_no}: {pix.size} pixels, expected 2304")
-                if emo not in range(len(FER2013_LABELS)) or pix.min() < 0 or pix.max() > 255:
-                    raise FerEdgeError(f"{path}, row {row_no}: emotion {emo} or pixel values "
-                                       "out of range")
-                if label_map[emo] < 0:
-                    continue
-                img = pix.astype(np.uint8).reshape(48, 48)
-                if size != 48:
-                    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
-                images.append(img)
-                labs.append(label_map[emo])
+        reader = None
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is fine
+                reader = csv.reader(fh)
+                for img, lab in _csv_rows(reader, path, usage, label_map, size):
+                    images.append(img)
+                    labs.append(lab)
+        except UnicodeDecodeError as e:
+            raise FerEdgeError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} near "
+                               f"line {reader.line_num + 1 if reader else 1}): FER2013 CSVs "
+                               "are plain ASCII; is this the right file?") from None
+        except csv.Error as e:
+            raise FerEdgeError(f"{path}, line {reader.line_num if reader else 1}: not a "
+                               f"readable CSV ({e})") from None
         if not images:
             raise FerEdgeError(f"{path}: no rows for split {usage!r}")
         return Split(np.stack(images), np.array(labs, np.int64), tuple(labels),
@@ -248,7 +240,67 @@ def read_fer2013_csv(
     return _cached(key, f"{path.stem}-{usage or 'all'}", decode, cache)
 
 
+def _csv_rows(reader, path: Path, usage: str | None, label_map: np.ndarray, size: int):
+    """(face, label index) of every selected row; any bad row is an error naming it."""
+    header = [h.strip().lower() for h in next(reader, [])]
+    missing = {"emotion", "pixels"} - set(header)
+    if missing:
+        raise FerEdgeError(f"{path}: CSV header {header} lacks column(s) "
+                           f"{sorted(missing)}; expected emotion,pixels,Usage")
+    ie, ip = header.index("emotion"), header.index("pixels")
+    iu = header.index("usage") if "usage" in header else None
+    if usage is not None and iu is None:
+        raise FerEdgeError(f"{path}: no Usage column, cannot select the {usage} split")
+    for row_no, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise FerEdgeError(f"{path}, row {row_no}: {len(row)} fields, expected "
+                               f"{len(header)}")
+        if iu is not None:
+            row_usage = CSV_USAGE_VALUES.get(row[iu].strip().lower())
+            if row_usage is None:
+                raise FerEdgeError(f"{path}, row {row_no}: Usage {row[iu].strip()!r} is not "
+                                   "one of Training, PublicTest, PrivateTest")
+            if usage is not None and row_usage != usage:
+                continue
+        try:
+            pix = np.array(row[ip].split(), dtype=np.int32)
+            emo = int(row[ie])
+        except ValueError:
+            raise FerEdgeError(f"{path}, row {row_no}: non-numeric emotion or pixels") from None
+        if pix.size != 48 * 48:
+            raise FerEdgeError(f"{path}, row {row_no}: {pix.size} pixels, expected 2304")
+        if emo not in range(len(FER2013_LABELS)) or pix.min() < 0 or pix.max() > 255:
+            raise FerEdgeError(f"{path}, row {row_no}: emotion {emo} or pixel values "
+                               "out of range")
+        if label_map[emo] < 0:
+            continue
+        img = pix.astype(np.uint8).reshape(48, 48)
+        if size != 48:
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+        yield img, int(label_map[emo])
+
+
 # --------------------------------------------------------------------------- helpers
+
+def _report_other_files(folder: str, suffixes: list[str], images: int) -> None:
+    """Name the files of a class folder that are not read: a warning, or an error when the
+    folder holds images of a kind OpenCV cannot read (.gif, .heic, ...) and nothing else."""
+    if not suffixes:
+        return
+    counts: dict[str, int] = {}
+    for suf in suffixes:
+        counts[suf] = counts.get(suf, 0) + 1
+    what = ", ".join(f"{n} {suf}" for suf, n in sorted(counts.items()))
+    unsupported = sorted(set(counts) & set(UNSUPPORTED_SUFFIXES))
+    if images == 0 and unsupported:
+        raise FerEdgeError(f"{folder}: no images OpenCV can read, only {what} file(s); convert "
+                           f"the {', '.join(unsupported)} images to JPEG or PNG")
+    log.warning("%s: %s file(s) ignored (readable images: %s)%s", folder, what,
+                ", ".join(IMAGE_SUFFIXES),
+                f"; convert {', '.join(unsupported)} to JPEG or PNG" if unsupported else "")
+
 
 def _fer_index_map(labels: Sequence[str], path: Path) -> np.ndarray:
     """FER2013's emotion index -> index in ``labels`` (-1 when the model lacks that class)."""
@@ -274,10 +326,14 @@ def _cached(key: str, stem: str, decode, use_cache: bool) -> Split:
     if use_cache and cfile.is_file():
         try:
             with np.load(cfile, allow_pickle=False) as z:
-                return Split(z["images"], z["labels"], tuple(str(s) for s in z["label_names"]),
-                             str(z["source"]), [str(s) for s in z["paths"]])
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("%s: unreadable cache (%s); decoding again", cfile, e)
+                split = Split(z["images"], z["labels"], tuple(str(s) for s in z["label_names"]),
+                              str(z["source"]), [str(s) for s in z["paths"]])
+            if split.images.ndim != 3 or len(split.images) != len(split.labels):
+                raise ValueError(f"arrays of shape {split.images.shape}, {split.labels.shape}")
+            return split
+        except Exception as e:  # noqa: BLE001  a cache: truncated zip, zero bytes, bad CRC ...
+            log.warning("%s: unreadable dataset cache (%s: %s); rebuilding it", cfile,
+                        type(e).__name__, str(e)[:120] or "no detail")
     split = decode()
     if use_cache:
         try:

@@ -108,3 +108,30 @@ def test_real_fer2013_public_test(fer2013):
     assert len(s) == 3589
     assert s.class_counts().tolist() == [467, 56, 496, 895, 653, 415, 607]
     assert all("PublicTest_" in p for p in s.paths[:50])
+
+
+def test_images_are_read_through_read_image(tmp_path, caplog):
+    """Truncated and tiny files are refused like corrupt ones; a folder of only bad files is
+    an error even with skip_bad; other files are named in a warning."""
+    write_faces(tmp_path, {"sad": 2})
+    jpg = tmp_path / "sad" / "000.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:200])
+    with pytest.raises(FerEdgeError, match=r"000\.jpg: truncated"):
+        read_labelled_folder(tmp_path, cache=False)
+    (tmp_path / "sad" / "notes.txt").write_text("x")
+    with caplog.at_level(logging.WARNING):
+        assert len(read_labelled_folder(tmp_path, skip_bad=True, cache=False)) == 1
+    assert "1 .txt file(s) ignored" in caplog.text
+    (tmp_path / "sad" / "001.jpg").write_bytes(b"")
+    with pytest.raises(FerEdgeError, match="all 2 images are unreadable"):
+        read_labelled_folder(tmp_path, skip_bad=True, cache=False)
+
+
+def test_csv_usage_is_checked_and_a_bom_accepted(tmp_path):
+    p = tmp_path / "bom.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + ("emotion,pixels,Usage\n" + _row(0, "training") + "\n"
+                                     + _row(1, "Validation") + "\n").encode())
+    with pytest.raises(FerEdgeError, match=r"bom\.csv, row 3: Usage 'Validation'"):
+        read_fer2013_csv(p, cache=False)
+    p.write_bytes(b"\xef\xbb\xbf" + ("emotion,pixels,Usage\n" + _row(0, "training")).encode())
+    assert len(read_fer2013_csv(p, cache=False)) == 1

@@ -6,6 +6,7 @@ unpickle code: a checkpoint someone hands you cannot run anything.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,26 @@ from typing import Any
 import torch
 
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import atomic_write
+from fer_edge.edge.fileio import atomic_write_bytes
+
+from .rundir import writing
 
 CHECKPOINT_FORMAT = "fer-edge-checkpoint"
 REQUIRED = ("arch", "labels", "input", "model")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename into place."""
+    """``torch.save`` to a temporary file in the same folder, then rename into place.
+
+    Serialised in memory first: torch's writer reports a full disk as an obscure
+    RuntimeError, a plain write as an OSError, which becomes a FerEdgeError naming the file
+    (the file that was there before stays intact)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: torch.save(
-        {"format": CHECKPOINT_FORMAT, "format_version": 1, **state}, fh))
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": 1, **state}, buf)
+    with writing(path, "write the checkpoint", "; any earlier file of that name is unchanged"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:

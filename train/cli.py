@@ -6,6 +6,7 @@ import shlex
 import sys
 
 import click
+from click.core import ParameterSource
 
 from fer_edge.edge.cliutil import friendly_errors, setup_logging
 
@@ -19,11 +20,14 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
                    "efficientnet_b0, tf_efficientnetv2_b0, ...).")
 @click.option("--epochs", default=30, type=click.IntRange(1))
 @click.option("--batch-size", default=64, type=click.IntRange(2))
-@click.option("--lr", type=float, default=None, help="Peak learning rate [sgd 0.05, adamw 1e-3].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Peak learning rate [sgd 0.05, adamw 1e-3].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd")
-@click.option("--weight-decay", type=float, default=None, help="[sgd 5e-4, adamw 0.05]")
+@click.option("--weight-decay", type=click.FloatRange(0), default=None,
+              help="[sgd 5e-4, adamw 0.05]")
 @click.option("--schedule", type=click.Choice(["cosine", "onecycle", "none"]), default="cosine")
-@click.option("--warmup-epochs", type=float, default=1.0, help="Linear warm-up (cosine/none).")
+@click.option("--warmup-epochs", type=click.FloatRange(0), default=1.0,
+              help="Linear warm-up (cosine/none).")
 @click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=0.1)
 @click.option("--balance", type=click.Choice(["none", "loss", "sampler"]), default="none",
               help="Counter class imbalance (disgust: 436 images) by 1/sqrt(count) loss "
@@ -74,9 +78,15 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
               help="Use a class-stratified subset of this many training images.")
 @click.option("--val-limit", type=click.IntRange(1), default=None)
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images with a warning.")
-@click.option("--out", default="runs/train", type=click.Path(), help="Output folder.")
+@click.option("--out", default=None, type=click.Path(),
+              help="Output folder [runs/train, or runs/train2, runs/train3 ... when taken; "
+                   "with --resume: the resumed run's folder]. One that holds a run is refused "
+                   "without --exist-ok.")
+@click.option("--exist-ok", is_flag=True,
+              help="Write into an --out that already holds a run, overwriting it.")
 @click.option("--resume", type=click.Path(), default=None,
-              help="Continue a run from its last.pt exactly (a larger --epochs extends it).")
+              help="Continue a run from its last.pt exactly (a larger --epochs extends it); "
+                   "options given must match the run's.")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="Run at most this many epochs now, then stop resumably (fits a run into "
                    "sessions; the schedule still spans --epochs).")
@@ -94,7 +104,11 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
               help="Weight of the distillation loss.")
 @click.option("--kd-temperature", type=click.FloatRange(0.1), default=4.0)
 @click.option("--init", type=click.Path(), default=None,
-              help="Start from the weights of a local checkpoint.")
+              help="Start from the weights of a local checkpoint of the same --arch (only "
+                   "the classifier head may differ).")
+@click.option("--init-partial", is_flag=True,
+              help="With --init: load whichever tensors fit (another architecture or input "
+                   "size), listing those that do not.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def main(**o) -> None:
@@ -104,23 +118,25 @@ def main(**o) -> None:
     Runs unchanged under torchrun (--batch-size is then the global batch):
     torchrun --nproc_per_node 4 -m fer_edge.train.cli --data ... """
     setup_logging(o.pop("verbose"))
+    ctx = click.get_current_context()
+    given = {k for k in o if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
     from .augment import AugmentConfig, preset
     from .trainer import TrainConfig, fit
 
     no_aug = o.pop("no_augment")
-    given = {k: o.pop(k) for k in ("flip", "rotate", "scale", "translate", "jitter", "erase",
-                                   "lowres", "blur", "jpeg", "gamma")}
-    aug = preset(o.pop("augment_preset"), **{k: v for k, v in given.items() if v is not None})
+    set_aug = {k: o.pop(k) for k in ("flip", "rotate", "scale", "translate", "jitter",
+                                     "erase", "lowres", "blur", "jpeg", "gamma")}
+    aug = preset(o.pop("augment_preset"), **{k: v for k, v in set_aug.items() if v is not None})
     if no_aug:
         aug = AugmentConfig(False, 0, 0, 0, 0, 0)
     o["extra_data"] = list(o["extra_data"])
     o["in_chans"] = int(o["in_chans"])
     cfg = TrainConfig(augment=aug, command=shlex.join(["fer-train", *sys.argv[1:]]), **o)
-    m = fit(cfg)
+    m = fit(cfg, given)
     if not m:  # a torchrun rank other than 0
         return
     click.echo(f"best {m['selection_metric']} {m['best_val_acc']:.4f} at epoch "
-               f"{m['best_epoch']}; outputs in {cfg.out}")
+               f"{m['best_epoch']}; outputs in {m['config']['out']}")
 
 
 if __name__ == "__main__":

@@ -112,5 +112,18 @@ def create_model(name: str, num_classes: int = 7, in_chans: int = 1, **kwargs) -
     return model
 
 
+def classifier_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the classifier head (``fc`` of ours, timm's ``get_classifier()``,
+    else the last Linear layer): what may differ between label sets."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Module):
+        linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        head = linear[-1] if linear else None
+    if head is None:
+        return set()
+    name = next(n for n, m in model.named_modules() if m is head)
+    return {f"{name}.{k}" if name else k for k in head.state_dict()}
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from tqdm import tqdm
 
 from fer_edge.edge.data import Split, concat_splits, load_split
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import atomic_write_text
+from fer_edge.edge.fileio import atomic_write, atomic_write_text
+from fer_edge.edge.imageio import BadImage
 from fer_edge.edge.labels import FER2013_LABELS
 from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.preprocess import InputSpec
@@ -28,7 +31,8 @@ from .augment import AugmentConfig
 from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import barrier, check_batch, gather_rows, init_distributed, shutdown, sum_across
 from .engine import Distiller, class_weights, epoch_order, predict_proba, train_one_epoch
-from .models import count_params, create_model
+from .models import classifier_keys, count_params, create_model
+from .rundir import choose_out, run_folder, writing
 
 log = logging.getLogger("fer_edge.train")
 
@@ -36,7 +40,8 @@ log = logging.getLogger("fer_edge.train")
 @dataclass
 class TrainConfig:
     data: str
-    out: str = "runs/train"
+    out: str | None = None  # None: runs/train, runs/train2, ... (or the resumed run's folder)
+    exist_ok: bool = False  # write into an --out that already holds a run
     arch: str = "fercnn_m"
     epochs: int = 30
     batch_size: int = 64
@@ -64,6 +69,7 @@ class TrainConfig:
     val_limit: int | None = None
     skip_bad: bool = False
     init: str | None = None
+    init_partial: bool = False  # --init: load what fits even beyond the classifier head
     resume: str | None = None
     stop_after: int | None = None  # epochs to run in this invocation, then stop resumably
     time_limit: float | None = None  # minutes of training in all; --epochs is then a maximum
@@ -91,11 +97,25 @@ class TrainConfig:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked against the devices present."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FerEdgeError("--device cuda: no CUDA device is available (use --device cpu)")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index):
+        raise FerEdgeError(f"--device {name!r}: not a device this tool can use; choose auto, "
+                           "cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise FerEdgeError(f"--device {name}: no CUDA device is available (use --device "
+                               "cpu)")
+        if dev.index is not None and dev.index >= n:
+            raise FerEdgeError(f"--device {name}: there are only {n} CUDA device(s), "
+                               f"cuda:0 to cuda:{n - 1}")
+    return dev
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
@@ -153,22 +173,69 @@ def _arch_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {"drop": cfg.drop} if cfg.arch.startswith("fercnn") else {"drop_rate": cfg.drop}
 
 
-def _resolve_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
+# Settings a resumed run takes from the command line; every other one defines the run and
+# comes from the checkpoint (``epochs`` may grow: a larger --epochs extends the run).
+FROM_NOW = ("data", "out", "exist_ok", "device", "threads", "resume", "command", "stop_after",
+            "epochs", "planned_epochs")
+AUGMENT_OPTIONS = tuple(f.name for f in fields(AugmentConfig))
+
+
+def changed_options(cfg: TrainConfig) -> set[str]:
+    """The settings of ``cfg`` that differ from TrainConfig's defaults (augmentation settings
+    by their own names): what a caller of :func:`fit` asked for."""
+    base, aug = TrainConfig(data=cfg.data), AugmentConfig()
+    return ({f.name for f in fields(TrainConfig) if f.name != "augment"
+             and getattr(cfg, f.name) != getattr(base, f.name)}
+            | {k for k in AUGMENT_OPTIONS if getattr(cfg.augment, k) != getattr(aug, k)})
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value: Any) -> str:
+    return "default" if value is None else str(value)
+
+
+def _resolve_resume(cfg: TrainConfig, given: Collection[str]) -> tuple[TrainConfig, dict | None]:
+    """The run to continue: its checkpoint and settings. A setting given now (``given``)
+    that differs from the run's is refused, never silently dropped."""
     if not cfg.resume:
+        if cfg.init_partial and not cfg.init:
+            raise FerEdgeError("--init-partial needs --init CHECKPOINT")
         return cfg, None
+    if cfg.init:
+        raise FerEdgeError("--init and --resume exclude each other: --resume continues a run "
+                           "with its own weights, --init starts a new one from other weights")
     ckpt = load_checkpoint(cfg.resume)
     if "optimizer" not in ckpt:
         raise FerEdgeError(f"{cfg.resume}: has no optimizer state; resume from last.pt "
                            "(best.pt holds weights only, use --init for it)")
     saved = TrainConfig.from_dict(ckpt["config"])
-    # Everything that defines the run comes from the checkpoint; where and how long from now.
-    for k in ("data", "out", "device", "threads", "resume", "command", "stop_after"):
-        setattr(saved, k, getattr(cfg, k))
+    differ = [f"{_option(k)} {_shown(getattr(cfg, k))} (run: {_shown(getattr(saved, k))})"
+              for k in sorted(given)
+              if k not in FROM_NOW and k in TrainConfig.__dataclass_fields__ and k != "augment"
+              and getattr(cfg, k) != getattr(saved, k)]
+    differ += [f"{_option(k)} {getattr(cfg.augment, k)} (run: {getattr(saved.augment, k)})"
+               for k in AUGMENT_OPTIONS if k in given
+               and getattr(cfg.augment, k) != getattr(saved.augment, k)]
+    if "no_augment" in given and cfg.augment != saved.augment:
+        differ.append(f"--no-augment (run: {saved.augment})")
+    if differ:
+        raise FerEdgeError(f"--resume {cfg.resume}: {'; '.join(differ)} differ from the run "
+                           "being resumed; a resumed run keeps its settings: drop them, or start "
+                           "a new run from its weights with --init")
+    if "epochs" in given and cfg.epochs < saved.epochs:
+        raise FerEdgeError(f"--resume {cfg.resume}: --epochs {cfg.epochs} is fewer than the "
+                           f"run's {saved.epochs}; use --stop-after N to stop early")
+    for k in FROM_NOW:
+        if k != "epochs" and k != "planned_epochs":
+            setattr(saved, k, getattr(cfg, k))
     saved.epochs = max(cfg.epochs, saved.epochs)
     return saved, ckpt
 
 
-def _load_teacher(cfg: TrainConfig, labels: tuple[str, ...], train: Split, spec: InputSpec,
+def _load_teacher(cfg: TrainConfig, labels: tuple[str, ...], spec: InputSpec,
                   device: torch.device) -> Distiller | None:
     if not cfg.teacher:
         return None
@@ -183,34 +250,63 @@ def _load_teacher(cfg: TrainConfig, labels: tuple[str, ...], train: Split, spec:
     for p in teacher.parameters():
         p.requires_grad_(False)
     d = Distiller(teacher, cfg.kd_alpha, cfg.kd_temperature)
-    if not cfg.augment.enabled:  # inputs never change: run the teacher once
-        logits = predict_proba(teacher, train, spec, device)  # probabilities ...
-        d.cached = torch.from_numpy(np.log(np.maximum(logits, 1e-12)))  # ... as log-probs
-    log.info("distilling from %s (%s), alpha %.2f, T %.1f%s", cfg.teacher, tck["arch"],
-             d.alpha, d.temperature, ", teacher outputs cached" if d.cached is not None else "")
+    log.info("distilling from %s (%s), alpha %.2f, T %.1f", cfg.teacher, tck["arch"],
+             d.alpha, d.temperature)
     return d
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train, checkpointing every epoch; returns the metrics dict written to metrics.json.
-    Under torchrun every rank calls this; rank 0 alone logs and writes files."""
-    cfg, resume_ckpt = _resolve_resume(cfg)
-    out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    ctx, device = init_distributed(device)
-    check_batch(cfg.batch_size, ctx)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
-    else:
-        log.setLevel(logging.WARNING)
+def _init_weights(model: nn.Module, cfg: TrainConfig, spec: InputSpec) -> None:
+    """--init: load a checkpoint's weights. Only the classifier head may fail to fit (another
+    label set); anything else is refused, naming the tensors, unless ``init_partial``."""
+    ck = load_checkpoint(cfg.init)
+    theirs = InputSpec.from_dict(ck["input"])
+    if (theirs.height, theirs.width) != (spec.height, spec.width) and not cfg.init_partial:
+        raise FerEdgeError(f"--init {cfg.init}: trained on {theirs.width}x{theirs.height} "
+                           f"inputs, but --img-size is {spec.height}: pass --img-size "
+                           f"{theirs.height}, or --init-partial to fine-tune at another size")
+    own = model.state_dict()
+    fit_keys = {k: v for k, v in ck["model"].items() if k in own and own[k].shape == v.shape}
+    missed = [k for k in own if k not in fit_keys]
+    head = classifier_keys(model)
+    if not cfg.init_partial and set(missed) - head:
+        shown = [k for k in missed if k not in head]
+        raise FerEdgeError(
+            f"--init {cfg.init} ({ck['arch']}) does not fit --arch {cfg.arch}: {len(missed)} of "
+            f"{len(own)} tensors would not load ({', '.join(shown[:6])}"
+            f"{', ...' if len(shown) > 6 else ''}); only the classifier head may differ. Pass "
+            "the checkpoint's --arch, or --init-partial to load just what fits")
+    model.load_state_dict(fit_keys, strict=False)
+    log.info("--init %s: loaded %d/%d tensors%s", cfg.init, len(fit_keys), len(own),
+             f"; not loaded (re-initialised): {', '.join(missed)}" if missed else "")
 
-    spec = InputSpec(height=cfg.img_size, width=cfg.img_size, channels=cfg.in_chans)
-    labels = tuple(resume_ckpt["labels"]) if resume_ckpt else FER2013_LABELS
-    train = load_split(cfg.data, cfg.train_split, labels, cfg.img_size,
-                       cfg.skip_bad).stratified(cfg.limit, cfg.seed)
+
+def _carry_run(resume: str, out: Path, resume_ckpt: dict, copy: bool) -> None:
+    """A resumed run writing to another folder takes its best.pt and train.log along, so the
+    new folder holds the whole run. ``copy`` False: only check that best.pt is there."""
+    src = Path(resume).parent
+    if resume_ckpt["epoch"] > 0 and not (src / "best.pt").is_file():
+        raise FerEdgeError(f"{src / 'best.pt'}: missing; the resumed run's best weights so far "
+                           "are needed beside its last.pt")
+    if not copy or src.resolve() == out.resolve():
+        return
+    for name in ("best.pt", "train.log"):
+        if (src / name).is_file():
+            with writing(out / name, "copy the resumed run's file"), open(src / name, "rb") as fh:
+                atomic_write(out / name, lambda dst, fh=fh: shutil.copyfileobj(fh, dst))
+    log.info("continuing %s in %s (best.pt and train.log copied)", src, out)
+
+
+def _load_data(cfg: TrainConfig, labels: tuple[str, ...], world: int) -> tuple[Split, Split]:
+    def load(option: str, split: str, limit: int | None) -> Split:
+        try:
+            s = load_split(cfg.data, split, labels, cfg.img_size, cfg.skip_bad)
+        except BadImage:  # names its file
+            raise
+        except FerEdgeError as e:
+            raise FerEdgeError(f"{e} ({option} {split})") from None
+        return s.stratified(limit, cfg.seed)
+
+    train = load("--train-split", cfg.train_split, cfg.limit)
     if cfg.extra_data:
         extras = [load_split(p, "train", labels, cfg.img_size, cfg.skip_bad)
                   .capped(cfg.extra_cap, cfg.seed) for p in cfg.extra_data]
@@ -218,19 +314,67 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             log.info("extra data %s: %d images (%s)", p, len(e), ", ".join(
                 f"{n} {c}" for n, c in zip(labels, e.class_counts(), strict=True) if c))
         train = concat_splits([train, *extras])
-    val = load_split(cfg.data, cfg.val_split, labels, cfg.img_size,
-                     cfg.skip_bad).stratified(cfg.val_limit, cfg.seed)
+    val = load("--val-split", cfg.val_split, cfg.val_limit)
+    if len(train) < 2 * world:  # BatchNorm needs two images per batch and process
+        raise FerEdgeError(f"{cfg.data} [{cfg.train_split}]: {len(train)} training image(s); "
+                           f"at least {2 * world} are needed")
+    if cfg.batch_size > len(train):
+        log.warning("--batch-size %d is larger than the %d training images: one step per "
+                    "epoch", cfg.batch_size, len(train))
+    return train, val
+
+
+def fit(cfg: TrainConfig, given: Collection[str] | None = None) -> dict[str, Any]:
+    """Train, checkpointing every epoch; returns the metrics dict written to metrics.json.
+    Under torchrun every rank calls this; rank 0 alone logs and writes files.
+
+    ``given``: the settings the user chose (CLI: the options on the command line; default:
+    those that differ from TrainConfig's defaults); with ``resume`` they must match the run.
+    ``metrics["config"]["out"]`` names the folder written to. SIGTERM behaves like Ctrl-C
+    throughout, so a failed or stopped run cleans up the same way."""
+    cfg, resume_ckpt = _resolve_resume(cfg, changed_options(cfg) if given is None else given)
+    device = pick_device(cfg.device)
+    if not Path(cfg.data).exists():
+        raise FerEdgeError(f"--data {cfg.data}: no such file or directory")
+    out = choose_out(cfg.out, cfg.exist_ok, cfg.resume)
+    cfg.out = str(out)
+    ctx, device = init_distributed(device)
+    check_batch(cfg.batch_size, ctx)
+    if not ctx.main:
+        log.setLevel(logging.WARNING)
+    prev = signal.signal(signal.SIGTERM, _raise_on_sigterm) \
+        if hasattr(signal, "SIGTERM") else None
+    try:
+        with run_folder(out, create=ctx.main):
+            if ctx.main:
+                if resume_ckpt:
+                    _carry_run(cfg.resume, out, resume_ckpt, copy=False)
+                else:
+                    (out / "train.log").unlink(missing_ok=True)  # --exist-ok: a new log
+            return _train(cfg, out, device, ctx, resume_ckpt)
+    finally:
+        if prev is not None:
+            signal.signal(signal.SIGTERM, prev)
+
+
+def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: dict | None):
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    spec = InputSpec(height=cfg.img_size, width=cfg.img_size, channels=cfg.in_chans)
+    labels = tuple(resume_ckpt["labels"]) if resume_ckpt else FER2013_LABELS
     model = create_model(cfg.arch, num_classes=len(labels), in_chans=cfg.in_chans,
                          **_arch_kwargs(cfg))
     if cfg.init and not resume_ckpt:
-        own = model.state_dict()
-        fit_keys = {k: v for k, v in load_checkpoint(cfg.init)["model"].items()
-                    if k in own and own[k].shape == v.shape}
-        model.load_state_dict(fit_keys, strict=False)
-        log.info("--init %s: loaded %d/%d tensors (classifier re-initialised where shapes "
-                 "differ)", cfg.init, len(fit_keys), len(own))
+        _init_weights(model, cfg, spec)
     if resume_ckpt:
         model.load_state_dict(resume_ckpt["model"])
+    distiller = _load_teacher(cfg, labels, spec, device)
+    train, val = _load_data(cfg, labels, ctx.world)
+    if distiller is not None and not cfg.augment.enabled:  # inputs never change: run once
+        probs = predict_proba(distiller.teacher, train, spec, device)  # probabilities ...
+        distiller.cached = torch.from_numpy(np.log(np.maximum(probs, 1e-12)))  # log-probs
+        log.info("teacher outputs cached")
     # channels_last: oneDNN convolutions train ~1.5x faster on CPU in this layout.
     model.to(device, memory_format=torch.channels_last)
     net: nn.Module = model
@@ -245,7 +389,6 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     weight = class_weights(train).to(device) if cfg.balance == "loss" else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-    distiller = _load_teacher(cfg, labels, train, spec, device)
     metric = "val_acc_flip" if cfg.eval_flip else "val_acc"
 
     start_epoch, best, history = 0, -1.0, []
@@ -269,12 +412,13 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                 "scaler": scaler.state_dict() if scaler else {}, "epoch": epoch, "best": best,
                 "history": history, "torch_rng": torch.get_rng_state()}
 
-    log.info("training %s (%.2f M params) on %s%s: %d train / %d val images, %d epochs%s",
-             cfg.arch, count_params(model) / 1e6, device,
+    log.info("training %s (%.2f M params) on %s%s: %d train / %d val images, %d epochs%s; "
+             "writing to %s", cfg.arch, count_params(model) / 1e6, device,
              f" x {ctx.world} processes" if ctx.enabled else "", len(train), len(val),
-             cfg.epochs, f" at most, fitted to {cfg.time_limit:g} min" if cfg.time_limit else "")
-    prev = signal.signal(signal.SIGTERM, _raise_on_sigterm) \
-        if hasattr(signal, "SIGTERM") else None
+             cfg.epochs, f" at most, fitted to {cfg.time_limit:g} min" if cfg.time_limit else "",
+             out)
+    if resume_ckpt and ctx.main:  # now that data and model are known to be fine
+        _carry_run(cfg.resume, out, resume_ckpt, copy=True)
     t_start = time.time()
     epoch = start_epoch
     val_index = np.arange(ctx.rank, len(val), ctx.world)
@@ -315,7 +459,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                        + (f"  val_flip {row['val_acc_flip']:.4f}" if cfg.eval_flip else "")
                        + f"  {st.images_per_s:.0f} img/s" + ("  *best*" if improved else ""))
                 tqdm.write(msg)
-                with open(out / "train.log", "a") as fh:
+                with writing(out / "train.log"), open(out / "train.log", "a") as fh:
                     fh.write(msg + "\n")
             barrier(ctx)
             epoch += 1
@@ -326,9 +470,6 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                        f"state after epoch {done}: continue with --resume {out / 'last.pt'}",
                        file=sys.stderr)
         raise
-    finally:
-        if prev is not None:
-            signal.signal(signal.SIGTERM, prev)
     if epoch < cfg.schedule_epochs and ctx.main:
         tqdm.write(f"stopped after epoch {epoch} of {cfg.schedule_epochs} (--stop-after); "
                    f"continue with --resume {out / 'last.pt'}")
@@ -357,9 +498,13 @@ def finish(cfg: TrainConfig, out: Path, val: Split, spec: InputSpec, device: tor
         "train_seconds_this_run": round(elapsed, 1), "command": cfg.command,
         "config": cfg.to_dict(), "torch": torch.__version__,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    if history:
-        plot_curves(history, out / "curves.png")
-    plot_confusion(np.array(report["confusion"]), val.label_names, out / "confusion.png",
-                   f"{cfg.arch} epoch {best_ckpt['epoch']}: val acc {report['accuracy']:.4f}")
+    with writing(out / "metrics.json"):
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    with writing(out / "curves.png"):
+        if history:
+            plot_curves(history, out / "curves.png")
+    with writing(out / "confusion.png"):
+        plot_confusion(np.array(report["confusion"]), val.label_names, out / "confusion.png",
+                       f"{cfg.arch} epoch {best_ckpt['epoch']}: val acc "
+                       f"{report['accuracy']:.4f}")
     return metrics
