@@ -55,6 +55,10 @@ def d(fer2013, tmp_path_factory) -> Path:
     tampered(root, "rgb", lambda m: m["input"].update(channels=3, mean=[0.0] * 3, std=[1.0] * 3))
     (root / "notbundle").mkdir()
     (root / "afile").write_text("mine\n")
+    tampered(root, "labelstring", lambda m: m.update(labels="angry"))
+    tampered(root, "height0", lambda m: m["input"].update(height=0))
+    tampered(root, "cropnumber", lambda m: m.update(crop=3))
+    tampered(root, "escape", lambda m: m["models"]["fp32"].update(file="../afile"))
     (root / "random.avi").write_bytes(os.urandom(100_000))
     (root / "empty.mp4").write_bytes(b"")
     (root / "text.avi").write_text("not a video\n")
@@ -76,6 +80,11 @@ ROWS = [  # id, args, exit code, words in the error line
      ["labels8", "7 scores", "8 labels"]),
     ("onnx-48-bundle-64", ["--model", "{d}/input64"], 1, ["input64", "1x48x48", "1x64x64"]),
     ("onnx-grey-bundle-rgb", ["--model", "{d}/rgb"], 1, ["rgb", "1x48x48", "3x48x48"]),
+    ("labels-a-string", ["--model", "{d}/labelstring"], 1, ["labelstring", "'labels'"]),
+    ("input-height-0", ["--model", "{d}/height0"], 1, ["height0", "height"]),
+    ("crop-a-number", ["--model", "{d}/cropnumber"], 1, ["cropnumber", "'crop'"]),
+    ("model-file-outside-the-bundle", ["--model", "{d}/escape"], 1,
+     ["escape", "../afile", "inside the bundle"]),
     ("model-not-a-bundle", ["--model", "{d}/notbundle"], 1, ["notbundle", "not a model bundle"]),
     ("model-missing", ["--model", "{d}/nothing"], 1, ["nothing", "not found"]),
     # item 11: options
