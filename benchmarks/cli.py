@@ -8,11 +8,36 @@ import sys
 
 import click
 
-from fer_edge.edge.cliutil import friendly_errors, setup_logging
+from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
+
+PRECISIONS = ("fp32", "int8", "fp16", "trt_fp16", "trt_int8")
+BACKENDS = ("ort", "tensorrt")
 
 
-def _csv_list(value: str, cast=str) -> list:
-    return [cast(v.strip()) for v in value.split(",") if v.strip()]
+def _csv_list(value: str, option: str, choices: tuple[str, ...]) -> list[str]:
+    """A comma list of names from ``choices``; anything else is one error naming ``option``."""
+    from fer_edge.edge.errors import FerEdgeError
+
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in choices]
+    if bad or not items:
+        raise FerEdgeError(f"{option} {value!r}: expected a comma list of "
+                           f"{', '.join(choices)}")
+    return items
+
+
+def _positive_ints(value: str, option: str) -> list[int]:
+    """A comma list of whole numbers >= 1 (batch sizes, thread counts)."""
+    from fer_edge.edge.errors import FerEdgeError
+
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        items = []
+    if not items or min(items) < 1:
+        raise FerEdgeError(f"{option} {value!r}: expected a comma list of whole numbers >= 1, "
+                           "like 1,8,32")
+    return items
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
@@ -30,9 +55,9 @@ def _csv_list(value: str, cast=str) -> list:
 @click.option("--video", type=click.Path(), default=None,
               help="Also measure the edge loop on this video (and the naive loop).")
 @click.option("--video-loops", type=click.IntRange(1), default=10)
-@click.option("--warmup-s", type=float, default=1.0)
+@click.option("--warmup-s", type=click.FloatRange(0), default=1.0)
 @click.option("--min-runs", type=click.IntRange(1), default=200)
-@click.option("--min-seconds", type=float, default=2.0)
+@click.option("--min-seconds", type=click.FloatRange(0), default=2.0)
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Evaluate accuracy on at most this many images (stratified).")
 @click.option("--out", type=click.Path(), default="bench", help="Output folder.")
@@ -55,15 +80,18 @@ def main(models, data, split, precision, backend, batch_sizes, threads, video, v
     from .harness import BenchSettings, run_benchmark
     from .measure import Timing
 
-    old = load_results(compare_to) if compare_to else None  # fail early on a bad file
     settings = BenchSettings(
         models=list(models) or [None], data=data, split=split,
-        precisions=_csv_list(precision), backends=_csv_list(backend),
-        batch_sizes=_csv_list(batch_sizes, int), threads=_csv_list(threads, int),
+        precisions=_csv_list(precision, "--precision", PRECISIONS),
+        backends=_csv_list(backend, "--backend", BACKENDS),
+        batch_sizes=_positive_ints(batch_sizes, "--batch-sizes"),
+        threads=_positive_ints(threads, "--threads"),
         video=video, video_loops=video_loops, limit=limit,
         timing=Timing(warmup_s, min_runs, min_seconds))
+    old = load_results(compare_to) if compare_to else None  # fail early on a bad file
     command = shlex.join(["fer-bench", *sys.argv[1:]])
-    results, files = run_benchmark(settings, Path(out), command)
+    with sigterm_as_interrupt():  # kill writes the partial results like Ctrl-C
+        results, files = run_benchmark(settings, Path(out), command)
     click.echo((Path(out) / "report.md").read_text())
     click.echo("wrote " + ", ".join(str(f) for f in files), err=True)
     if results.get("interrupted"):

@@ -13,15 +13,24 @@ def _key(r: dict) -> tuple:
 
 
 def load_results(path: str | Path) -> dict:
+    """An earlier results.json, checked as far as :func:`compare` reads it, so a bad file is
+    refused before the benchmark runs rather than after it."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FerEdgeError(f"{p}: results file not found") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FerEdgeError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or "results" not in data:
-        raise FerEdgeError(f"{p}: not a fer-bench results.json (no 'results')")
+    except OSError as e:
+        raise FerEdgeError(f"{p}: cannot read it ({e.strerror or e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise FerEdgeError(f"{p}: not a fer-bench results.json (no 'results' list)")
+    try:  # read it the way the comparison will: a malformed row fails now, not after the run
+        compare(data, data)
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as e:
+        raise FerEdgeError(f"{p}: malformed fer-bench results ({type(e).__name__}: {e})") \
+            from None
     return data
 
 

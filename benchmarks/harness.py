@@ -14,10 +14,11 @@ from fer_edge.edge.backends import evaluate, open_backend
 from fer_edge.edge.bundle import Bundle, load_bundle
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.fileio import check_writable_dir
 from fer_edge.edge.preprocess import preprocess
 
 from .environment import environment, peak_rss_mb
-from .measure import Timing, interleaved_latency, pipeline_fps, summarize
+from .measure import Timing, check_video, interleaved_latency, pipeline_fps, summarize
 from .report import write_all
 
 log = logging.getLogger("fer_edge.bench")
@@ -49,9 +50,13 @@ def _names(bundles: list[Bundle]) -> list[str]:
 
 
 def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list[Path]]:
+    """Measure, then write the reports to ``out``. Every input is checked before the first
+    measurement: the output folder can be written, the bundles read, the video decoded.
+    Ctrl-C (or SIGTERM, from the CLI) stops early and writes what was measured."""
+    check_writable_dir(out)
     bundles = [load_bundle(m) for m in s.models]
-    if s.video and not Path(s.video).is_file():
-        raise FerEdgeError(f"{s.video}: video not found")
+    if s.video:
+        check_video(s.video)
     results: dict = {
         "schema": SCHEMA,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -72,18 +77,10 @@ def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list
 
 def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
              latencies: dict[str, np.ndarray]) -> None:
+    # Every model is opened (and checked against its bundle.json) before the first
+    # measurement, so a bad bundle fails in seconds, not after the others were measured.
     rows: list[tuple[dict, dict]] = []  # (row, {threads: backend})
-    # Bundles usually share labels and input: read and preprocess the split once for them.
-    data: dict[tuple, tuple[Split, np.ndarray]] = {}
     for b, name in zip(bundles, _names(bundles), strict=True):
-        split = x_val = None
-        if s.data:
-            input_key = (b.labels, b.input)
-            if input_key not in data:
-                sp = load_split(s.data, s.split, b.labels, size=b.input.height).stratified(s.limit)
-                data[input_key] = (sp, preprocess(sp.images, b.input))
-            split, x_val = data[input_key]
-        fp32_acc = None
         for precision in s.precisions:
             for backend in s.backends:
                 key = precision if backend == "ort" else (
@@ -96,26 +93,40 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
                     engines = {t: open_backend(b, precision, backend, t, spin=False)
                                for t in s.threads}
                 except FerEdgeError as e:
+                    if backend == "ort":  # a bad bundle is the user's to know, not a skip
+                        raise
+                    # TensorRT missing here, or an engine built for another GPU/version
                     results["skipped"].append(f"{name} {precision} {backend}: {e}")
                     continue
-                row = {"model": name, "bundle": str(b.path), "arch": b.arch,
-                       "precision": precision, "backend": backend,
-                       "params": int(b.meta.get("params", 0)), "labels": list(b.labels),
-                       "file_bytes": b.model_path(key).stat().st_size}
-                if split is not None:
-                    log.info("accuracy %s %s %s on %d images", name, precision, backend,
-                             len(split))
-                    rep = evaluate(engines[s.threads[0]], split, x_val)
-                    row.update(accuracy=rep["accuracy"], macro_f1=rep["macro_f1"],
-                               per_class=rep["per_class"], confusion=rep["confusion"],
-                               dataset=f"{s.data} [{s.split}]", images=rep["n"])
-                    if precision == "fp32":
-                        fp32_acc = rep["accuracy"]
-                    row["drop_points"] = None if fp32_acc is None else \
-                        100 * (fp32_acc - rep["accuracy"])
-                rows.append((row, engines))
+                rows.append(({"model": name, "bundle": str(b.path), "arch": b.arch,
+                              "precision": precision, "backend": backend,
+                              "params": int(b.meta.get("params", 0)), "labels": list(b.labels),
+                              "file_bytes": b.model_path(key).stat().st_size}, engines))
     if not rows:
         raise FerEdgeError("nothing to measure: " + "; ".join(results["skipped"]))
+    # Bundles usually share labels and input: read and preprocess the split once for them.
+    data: dict[tuple, tuple[Split, np.ndarray]] = {}
+    fp32_acc: dict[str, float] = {}
+    by_path = {str(b.path): b for b in bundles}
+    for row, engines in rows:
+        if s.data:
+            b = by_path[row["bundle"]]
+            if (b.labels, b.input) not in data:
+                sp = _read_split(s, b)
+                data[b.labels, b.input] = (sp, preprocess(sp.images, b.input))
+            split, x_val = data[b.labels, b.input]
+            log.info("accuracy %s %s %s on %d images", row["model"], row["precision"],
+                     row["backend"], len(split))
+            rep = evaluate(engines[s.threads[0]], split, x_val)
+            row.update(accuracy=rep["accuracy"], macro_f1=rep["macro_f1"],
+                       per_class=rep["per_class"], confusion=rep["confusion"],
+                       dataset=f"{s.data} [{s.split}]", images=rep["n"])
+            if row["precision"] == "fp32":
+                fp32_acc[row["bundle"]] = rep["accuracy"]
+            base = fp32_acc.get(row["bundle"])
+            row["drop_points"] = None if base is None else 100 * (base - rep["accuracy"])
+        for t in s.threads:  # in the results now: Ctrl-C keeps the accuracy
+            _row_for(results, row, t)
     for threads in s.threads:
         _latency(s, bundles, rows, threads, results, latencies)
     if s.video:
@@ -126,6 +137,14 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
                 p = pipeline_fps(b, prec, s.video, naive, threads=s.threads[0],
                                  loops=s.video_loops)
                 results["pipeline"].append({"model": name, "threads": s.threads[0], **p})
+
+
+def _read_split(s: BenchSettings, b: Bundle) -> Split:
+    split = load_split(s.data, s.split, b.labels, size=b.input.height)
+    if s.limit is not None and s.limit > len(split):
+        log.warning("--limit %d is more than the %d images of %s [%s]: using all of them",
+                    s.limit, len(split), s.data, s.split)
+    return split.stratified(s.limit)
 
 
 def _latency(s: BenchSettings, bundles, rows, threads: int, results: dict,

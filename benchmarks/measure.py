@@ -44,6 +44,33 @@ def summarize(ms: np.ndarray) -> dict:
             "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "runs": int(len(ms))}
 
 
+def open_video(video: str):
+    """The benchmark video as a frame source, refused with one line if it cannot be opened
+    or has no decodable frame (checked before any measurement, not after them)."""
+    import cv2
+
+    from fer_edge.edge.errors import FerEdgeError
+    from fer_edge.edge.sources import VideoFile, parse_source
+
+    try:
+        return VideoFile(parse_source(video))
+    except cv2.error:  # OpenCV failing while describing a file no backend could parse
+        raise FerEdgeError(f"{video}: OpenCV cannot open this video (not a video, or a "
+                           "codec this OpenCV lacks)") from None
+
+
+def check_video(video: str) -> None:
+    """Refuse a --video that cannot be opened or decoded, before the latency runs."""
+    from fer_edge.edge.errors import FerEdgeError
+
+    src = open_video(video)
+    try:
+        if next(iter(src), None) is None:
+            raise FerEdgeError(f"{video}: no frame could be decoded from this video")
+    finally:
+        src.close()
+
+
 def pipeline_fps(bundle, precision: str, video: str, naive: bool = False,
                  threads: int | None = None, loops: int = 10) -> dict:
     """The edge loop on ``video``: default settings, or the naive loop (Haar on every full
@@ -51,14 +78,16 @@ def pipeline_fps(bundle, precision: str, video: str, naive: bool = False,
     from fer_edge.edge.detect import make_detector
     from fer_edge.edge.pipeline import Pipeline
     from fer_edge.edge.runner import run
-    from fer_edge.edge.sources import LoopedVideo, VideoFile, parse_source
+    from fer_edge.edge.sources import LoopedVideo
 
     if naive:
         pipe = Pipeline(bundle, "fp32", threads=threads, detector=make_detector("haar",
                         max_width=None), detect_every=1, full_detect_every=1)
     else:
         pipe = Pipeline(bundle, precision, threads=threads)
-    s = run(LoopedVideo(VideoFile(parse_source(video)), loops), pipe)
+    s = run(LoopedVideo(open_video(video), loops), pipe)
+    if s.stopped_by == "signal":  # run() stops on Ctrl-C/SIGTERM: a partial loop is no result
+        raise KeyboardInterrupt
     return {"config": "naive (Haar full frame every frame, fp32)" if naive else
             f"default ({precision}, detect every 3, ROI re-detect, 320 px)",
             "precision": "fp32" if naive else precision, "frames": s.frames, "loops": loops,

@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
+from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.fileio import atomic_write_text
+
+log = logging.getLogger("fer_edge.bench")
 
 CSV_COLUMNS = ["model", "arch", "precision", "backend", "threads", "params", "file_mb",
                "accuracy", "macro_f1", "drop_points", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
@@ -157,13 +161,24 @@ def plots(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Pa
 
 
 def write_all(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
-    w.writeheader()
-    w.writerows(csv_rows(results))
-    atomic_write_text(out / "results.csv", buf.getvalue())
-    atomic_write_text(out / "report.md", markdown(results))
-    return [out / "results.json", out / "results.csv", out / "report.md",
-            *plots(results, out, latencies)]
+    """results.json, results.csv, report.md and (with matplotlib) the plots; a disk that
+    fails meanwhile is one FerEdgeError naming the folder."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(csv_rows(results))
+        atomic_write_text(out / "results.csv", buf.getvalue())
+        atomic_write_text(out / "report.md", markdown(results))
+        written = [out / "results.json", out / "results.csv", out / "report.md"]
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            log.warning("matplotlib is not installed: no plots (pip install 'fer-edge[bench]')")
+            return written
+        return written + plots(results, out, latencies)
+    except OSError as e:
+        raise FerEdgeError(f"{out}: cannot write the benchmark reports ({e.strerror or e})") \
+            from None

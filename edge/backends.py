@@ -61,8 +61,13 @@ class OrtBackend:
             self.session = ort.InferenceSession(str(path), so, providers=wanted)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise FerEdgeError(f"{path}: onnxruntime cannot load it ({str(e)[:200]})") from None
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise FerEdgeError(f"{path}: expected a model with one input and an output, got "
+                               f"{len(inputs)} input(s) and {len(outputs)} output(s)")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        # As the graph declares it; a symbolic dimension (the batch) is None.
+        self.input_shape = _dims(inputs[0].shape)
         self.name = f"ort:{self.session.get_providers()[0]}"
         self.path = path
 
@@ -70,21 +75,63 @@ class OrtBackend:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
+def _dims(shape) -> tuple[int | None, ...] | None:
+    if shape is None:
+        return None
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
+def check_fits(bundle: Bundle, precision: str, backend: Backend) -> None:
+    """Refuse a model that does not fit its bundle.json: the input shape (channels, height,
+    width; the batch may be anything) and the number of scores out against the labels.
+    Checks the declared graph shapes where the backend has them, then runs one blank face
+    through it, so no mismatch ends in an IndexError, a zip() error or a silently wrong
+    label later."""
+    path, meta = bundle.model_path(precision), bundle.path / "bundle.json"
+    spec = bundle.input
+    want = (spec.channels, spec.height, spec.width)
+    said = f"{meta} says {want[0]}x{want[1]}x{want[2]} (channels x height x width)"
+    declared = getattr(backend, "input_shape", None)
+    if declared is not None:
+        if len(declared) != 4:
+            raise FerEdgeError(f"{path}: takes a {len(declared)}-D input, not [batch, "
+                               f"channels, height, width]; {said}")
+        if any(d is not None and d != w for d, w in zip(declared[1:], want, strict=True)):
+            got = "x".join("?" if d is None else str(d) for d in declared[1:])
+            raise FerEdgeError(f"{path}: takes input {got} but {said}")
+    try:
+        y = np.asarray(backend(np.zeros((1, *want), np.float32)))
+    except Exception as e:  # the runtime's own error types
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise FerEdgeError(f"{path}: does not run on the input {said} ({first})") from None
+    n = len(bundle.labels)
+    if y.ndim != 2 or y.shape != (1, n):
+        got = f"{y.shape[1]} scores per face" if y.ndim == 2 else f"shape {list(y.shape)}"
+        raise FerEdgeError(f"{path}: outputs {got} but {meta} lists {n} labels "
+                           f"({', '.join(bundle.labels)})")
+
+
 def open_backend(bundle: Bundle, precision: str = "int8", backend: str = "ort",
                  threads: int | None = None, providers: list[str] | None = None,
                  spin: bool = True) -> Backend:
-    """The classifier for ``precision`` of ``bundle`` on ``backend`` (ort | tensorrt)."""
+    """The classifier for ``precision`` of ``bundle`` on ``backend`` (ort | tensorrt),
+    checked against the bundle's labels and input (:func:`check_fits`): every reader of a
+    bundle (fer-edge, fer-bench, the Pipeline API, the exporter's own check) opens it here."""
     if backend == "ort":
         if precision.startswith("trt"):
             raise FerEdgeError(f"precision {precision!r} is a TensorRT engine: use "
                                "--backend tensorrt")
-        return OrtBackend(bundle.model_path(precision), threads, providers, spin)
-    if backend == "tensorrt":
+        key = precision
+        classifier: Backend = OrtBackend(bundle.model_path(key), threads, providers, spin)
+    elif backend == "tensorrt":
         from .trt_backend import TensorRTBackend
 
         key = precision if precision.startswith("trt") else f"trt_{precision}"
-        return TensorRTBackend(bundle.model_path(key))
-    raise FerEdgeError(f"unknown backend {backend!r}; choose ort or tensorrt")
+        classifier = TensorRTBackend(bundle.model_path(key))
+    else:
+        raise FerEdgeError(f"unknown backend {backend!r}; choose ort or tensorrt")
+    check_fits(bundle, key, classifier)
+    return classifier
 
 
 def predict_logits(backend: Backend, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

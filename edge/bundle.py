@@ -90,19 +90,33 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
     for key, entry in models.items():
         if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
             raise FerEdgeError(f"{meta_file}: models.{key} needs 'file' and 'sha256'")
+        if not isinstance(entry["file"], str) or Path(entry["file"]).name != entry["file"] \
+                or entry["file"] in ("", ".", ".."):
+            raise FerEdgeError(f"{meta_file}: models.{key}.file {entry['file']!r} must be a "
+                               "file name inside the bundle folder")
         f = p / entry["file"]
         if not f.is_file():
             raise FerEdgeError(f"{f}: model file named in bundle.json is missing")
         if verify and sha256_file(f) != entry["sha256"]:
             raise FerEdgeError(f"{f}: sha256 does not match bundle.json (corrupt, truncated or "
                                "modified file)")
-    labels = tuple(meta["labels"])
-    if not labels or len(set(labels)) != len(labels):
+    labels = meta["labels"]
+    if not isinstance(labels, list) or not labels or len(set(map(str, labels))) != len(labels) \
+            or not all(isinstance(x, str) and x for x in labels):
         raise FerEdgeError(f"{meta_file}: 'labels' must be a non-empty list of distinct names")
     crop = meta["crop"]
+    for ok, what in ((isinstance(crop, dict) and isinstance(crop.get("margin", 0.0), int | float),
+                      "'crop' must be an object with a numeric 'margin'"),
+                     (isinstance(meta["metrics"], dict), "'metrics' must be an object"),
+                     (isinstance(meta["name"], str), "'name' must be a string")):
+        if not ok:
+            raise FerEdgeError(f"{meta_file}: {what}")
+    try:
+        spec = InputSpec.from_dict(meta["input"])
+    except FerEdgeError as e:
+        raise FerEdgeError(f"{meta_file}: {e}") from None
     return Bundle(
-        path=p, name=str(meta["name"]), arch=str(meta["arch"]), labels=labels,
-        input=InputSpec.from_dict(meta["input"]),
+        path=p, name=meta["name"], arch=str(meta["arch"]), labels=tuple(labels), input=spec,
         crop=CropSpec(float(crop.get("margin", 0.0)), bool(crop.get("square", True)),
                       {k: v for k, v in crop.items() if k not in ("margin", "square")}),
         models=models, metrics=meta["metrics"], meta=meta,

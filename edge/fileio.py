@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from .errors import FerEdgeError
+
 
 def umask_mode(path: str | os.PathLike) -> None:
     """Give a file or folder made by ``tempfile`` (0600/0700) the mode ``open``/``mkdir``
@@ -43,3 +45,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def check_writable_dir(path: str | os.PathLike) -> None:
+    """Refuse, before any long work, an output folder that cannot be written: an existing
+    file in its place or on its path, a read-only or full disk. Probes by writing (and
+    removing) a small temporary file in the folder, or in its nearest existing parent when
+    it does not exist yet; creates nothing that stays."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "exists and is not a folder" if probe == path else f"{probe} is a file"
+        raise FerEdgeError(f"{path}: {what}; choose another output folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-test.")
+        try:
+            os.write(fd, bytes(4096))
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as e:
+        raise FerEdgeError(f"{path}: cannot write there ({e.strerror or e})") from None

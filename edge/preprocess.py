@@ -57,6 +57,8 @@ class InputSpec:
             raise FerEdgeError(f"input spec {d!r}: only NCHW with 1 or 3 channels is supported")
         if len(spec.mean) not in (1, spec.channels) or len(spec.std) not in (1, spec.channels):
             raise FerEdgeError(f"input spec {d!r}: mean/std need 1 or {spec.channels} values")
+        if min(spec.height, spec.width) < 1 or not all(s > 0 for s in spec.std):
+            raise FerEdgeError(f"input spec {d!r}: height and width must be >= 1 and std > 0")
         return spec
 
 

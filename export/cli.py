@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
-from fer_edge.edge.cliutil import friendly_errors, setup_logging
+from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "show_default": True})
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
+@click.option("--exist-ok", is_flag=True,
+              help="Replace a bundle already at --out (never anything that is not a bundle).")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (QDQ, per-channel S8S8).")
 @click.option("--calib-data", type=click.Path(), help="FER2013 folder/CSV to calibrate on.")
 @click.option("--calib-split", default="train")
@@ -55,8 +57,9 @@ def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_
     except (ValueError, AssertionError):
         raise FerEdgeError(f"--trt-batch {trt_batch!r}: expected min,opt,max like 1,8,32") \
             from None
-    meta = export_bundle(list(checkpoints), ExportOptions(out=Path(o.pop("out")), trt=trt,
-                                                   trt_batch=batch, **o))
+    with sigterm_as_interrupt():  # kill cleans up the temporary folder like Ctrl-C
+        meta = export_bundle(list(checkpoints), ExportOptions(out=Path(o.pop("out")), trt=trt,
+                                                       trt_batch=batch, **o))
     m = meta["metrics"]
     summary = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in m.items())
     click.echo(f"wrote bundle {meta['name']!r}: "

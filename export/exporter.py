@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from fer_edge.edge.backends import OrtBackend, evaluate
+from fer_edge.edge.backends import OrtBackend, evaluate, open_backend
 from fer_edge.edge.bundle import load_bundle, write_bundle_json
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import umask_mode
+from fer_edge.edge.fileio import check_writable_dir, umask_mode
 from fer_edge.edge.preprocess import FER2013_HAAR_MARGIN, InputSpec, preprocess
 
 log = logging.getLogger("fer_edge.export")
@@ -36,6 +36,7 @@ class ExportOptions:
     val_split: str = "test"
     max_drop: float = 1.0
     force: bool = False
+    exist_ok: bool = False
     trt: tuple[str, ...] = ()
     trt_batch: tuple[int, int, int] = (1, 8, 32)
     opset: int = 18
@@ -71,14 +72,107 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
     """Write a bundle folder at ``opts.out``; returns its bundle.json content. Several
     checkpoints become one ensemble graph that averages their probabilities.
 
-    Everything is built in a temporary folder beside ``out`` and renamed into place, so a
-    failed or interrupted export never leaves a half-written bundle. TensorRT engines are built
-    afterwards: if that fails, the ONNX bundle stays and the error is raised.
+    ``opts.out`` is checked first, before any work: an existing bundle is replaced only with
+    ``opts.exist_ok``, anything else that exists there (a file, a folder with other things) is
+    never touched. Everything is built in a temporary folder beside ``out`` and renamed into
+    place, so a failed or interrupted export never leaves a half-written bundle and never
+    loses the previous one. TensorRT engines are built afterwards: if that fails, the ONNX
+    bundle stays and the error is raised.
     """
+    if opts.int8 and not opts.calib_data:
+        raise FerEdgeError("--int8 needs --calib-data (training faces to calibrate on)")
+    if opts.int8 and opts.calib_method == "auto" and not opts.val_data:
+        raise FerEdgeError("--calib-method auto picks by validation accuracy: give --val-data")
+    out = Path(opts.out)
+    check_out(out, opts.exist_ok)
+    check_writable_dir(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise FerEdgeError(f"{out}: cannot create the bundle folder ({e.strerror or e})") \
+            from None
+    try:
+        meta, spec = _build(checkpoints, opts, work)
+        check_out(out, opts.exist_ok)  # again: something may have appeared meanwhile
+        umask_mode(work)
+        _install(work, out)
+    except BaseException as e:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(e, FerEdgeError):
+            raise FerEdgeError(_hide_workdir(str(e), work, out)) from None
+        if isinstance(e, OSError):
+            raise FerEdgeError(_os_error(e, work, out)) from None
+        raise
+    if opts.trt:
+        _add_engines(out, meta, opts, spec)
+    return meta
 
-    from .onnx_export import Ensemble, FlipAverage, count_macs, export_onnx, verify_onnx
+
+def check_out(out: Path, exist_ok: bool = False) -> None:
+    """Refuse an ``--out`` that would destroy something: a file, a folder that is not a bundle
+    (never replaced), or a bundle unless ``exist_ok``. An empty folder is fine."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise FerEdgeError(f"{out}: exists and is not a folder; choose another --out")
+    if (out / "bundle.json").is_file():
+        if not exist_ok:
+            raise FerEdgeError(f"{out}: a bundle is already there; pass --exist-ok to replace "
+                               "it, or choose another --out")
+    elif any(out.iterdir()):
+        raise FerEdgeError(f"{out}: exists and is not a bundle; refusing to replace it "
+                           "(choose another --out)")
+
+
+def _install(work: Path, out: Path) -> None:
+    """Rename ``work`` to ``out``; a bundle already there is moved aside first and removed
+    only once the new one is in place (restored if the rename fails)."""
+    old = None
+    if out.is_dir() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, old)
+    try:
+        os.replace(work, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _hide_workdir(message: str, work: Path, out: Path) -> str:
+    """Errors from inside the temporary folder (deleted by now) name ``out`` instead."""
+    prefix = str(work) + os.sep
+    if prefix in message:
+        return f"{out}: " + message.replace(prefix, "") + " (nothing written)"
+    return message
+
+
+def _os_error(e: OSError, work: Path, out: Path) -> str:
+    """One line for an OSError while exporting (a full or read-only disk, usually)."""
+    name = str(e.filename or "")
+    if not name or name.startswith(str(work)) or name.startswith(str(out)):
+        return f"{out}: cannot write the bundle ({e.strerror or e}); nothing written"
+    return f"{name}: {e.strerror or e}"
+
+
+def _build(checkpoints: str | os.PathLike | list, opts: ExportOptions,
+           work: Path) -> tuple[dict[str, Any], InputSpec]:
+    """Everything that goes into the bundle, written into ``work``: the models, their checks
+    and evaluation, bundle.json last (re-read by the bundle reader)."""
+    from .onnx_export import (
+        Ensemble,
+        FlipAverage,
+        check_opset,
+        count_macs,
+        export_onnx,
+        verify_onnx,
+    )
     from .quantize import calibration_faces
 
+    check_opset(opts.opset)
     paths = [str(c) for c in checkpoints] if isinstance(checkpoints, list | tuple) \
         else [str(checkpoints)]
     members, ckpts = _load_members(paths)
@@ -96,10 +190,6 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
 
     val = read(opts.val_data, opts.val_split) if opts.val_data else None
     calib_split = read(opts.calib_data, opts.calib_split) if opts.calib_data else None
-    if opts.int8 and calib_split is None:
-        raise FerEdgeError("--int8 needs --calib-data (training faces to calibrate on)")
-    if opts.calib_method == "auto" and val is None:
-        raise FerEdgeError("--calib-method auto picks by validation accuracy: give --val-data")
     x_val = preprocess(val.images, spec) if val is not None else None
     check = x_val[:256] if x_val is not None else (
         calibration_faces(calib_split, 256, spec, opts.seed) if calib_split is not None else None)
@@ -108,52 +198,39 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
         check = np.random.default_rng(0).random((64, spec.channels, spec.height, spec.width),
                                                 np.float32)
 
-    out = Path(opts.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        meta: dict[str, Any] = {
-            "name": opts.name or arch + ("-flip" if opts.tta_flip else ""),
-            "arch": arch, "labels": list(labels), "input": spec.to_dict(),
-            "crop": {**ckpt.get("crop", {}), "square": True, "margin": float(
-                opts.crop_margin if opts.crop_margin is not None
-                else ckpt.get("crop", {}).get("margin", FER2013_HAAR_MARGIN))},
-            "output": "logits", "tta": "flip" if opts.tta_flip else None,
-            "params": sum(int(c.get("params", 0)) for c in ckpts), "opset": opts.opset,
-            "training": {"checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
-                         "val_acc": ckpt.get("best"),
-                         "command": ckpt.get("config", {}).get("command")},
-            "members": [{"checkpoint": Path(p).name, "arch": c["arch"], "epoch": c.get("epoch"),
-                         "val_acc": c.get("best")} for p, c in zip(paths, ckpts, strict=True)],
-            "models": {}, "metrics": {},
-        }
-        export_onnx(model, spec, work / FP32_FILE, opts.opset)
-        diff = verify_onnx(model, work / FP32_FILE, check)
-        log.info("FP32 ONNX matches PyTorch: max |diff| %.2e on %d faces", diff, len(check))
-        meta["models"]["fp32"] = {"file": FP32_FILE, "max_abs_diff_vs_torch": diff}
-        meta["mmacs"] = round(count_macs(work / FP32_FILE) / 1e6, 2)  # per image, incl. TTA
-        if val is not None:
-            rep = evaluate(OrtBackend(work / FP32_FILE, opts.eval_threads), val, x_val)
-            meta["metrics"]["fp32"] = _metric_entry(rep, opts)
-            log.info("FP32 accuracy on %s [%s]: %.4f", opts.val_data, opts.val_split,
-                     rep["accuracy"])
-        if opts.int8:
-            calib = calibration_faces(calib_split, opts.calib_images, spec, opts.seed)
-            _add_int8(work, meta, opts, calib, val, x_val)
-        write_bundle_json(work, meta)
-        load_bundle(work)  # the reader must accept what the writer wrote
-        if out.exists():
-            if not (out / "bundle.json").is_file():
-                raise FerEdgeError(f"{out}: exists and is not a bundle; refusing to replace it")
-            shutil.rmtree(out)
-        umask_mode(work)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if opts.trt:
-        _add_engines(out, meta, opts, spec)
-    return meta
+    meta: dict[str, Any] = {
+        "name": opts.name or arch + ("-flip" if opts.tta_flip else ""),
+        "arch": arch, "labels": list(labels), "input": spec.to_dict(),
+        "crop": {**ckpt.get("crop", {}), "square": True, "margin": float(
+            opts.crop_margin if opts.crop_margin is not None
+            else ckpt.get("crop", {}).get("margin", FER2013_HAAR_MARGIN))},
+        "output": "logits", "tta": "flip" if opts.tta_flip else None,
+        "params": sum(int(c.get("params", 0)) for c in ckpts), "opset": opts.opset,
+        "training": {"checkpoint": Path(checkpoint).name, "epoch": ckpt.get("epoch"),
+                     "val_acc": ckpt.get("best"),
+                     "command": ckpt.get("config", {}).get("command")},
+        "members": [{"checkpoint": Path(p).name, "arch": c["arch"], "epoch": c.get("epoch"),
+                     "val_acc": c.get("best")} for p, c in zip(paths, ckpts, strict=True)],
+        "models": {}, "metrics": {},
+    }
+    export_onnx(model, spec, work / FP32_FILE, opts.opset)
+    diff = verify_onnx(model, work / FP32_FILE, check)
+    log.info("FP32 ONNX matches PyTorch: max |diff| %.2e on %d faces", diff, len(check))
+    meta["models"]["fp32"] = {"file": FP32_FILE, "max_abs_diff_vs_torch": diff}
+    meta["mmacs"] = round(count_macs(work / FP32_FILE) / 1e6, 2)  # per image, incl. TTA
+    if val is not None:
+        rep = evaluate(OrtBackend(work / FP32_FILE, opts.eval_threads), val, x_val)
+        meta["metrics"]["fp32"] = _metric_entry(rep, opts)
+        log.info("FP32 accuracy on %s [%s]: %.4f", opts.val_data, opts.val_split,
+                 rep["accuracy"])
+    if opts.int8:
+        calib = calibration_faces(calib_split, opts.calib_images, spec, opts.seed)
+        _add_int8(work, meta, opts, calib, val, x_val)
+    write_bundle_json(work, meta)
+    bundle = load_bundle(work)  # the reader must accept what the writer wrote ...
+    for precision in bundle.models:  # ... and every model must fit its bundle.json
+        open_backend(bundle, precision, threads=1)
+    return meta, spec
 
 
 def _add_int8(work: Path, meta: dict, opts: ExportOptions, calib: np.ndarray,

@@ -57,23 +57,53 @@ def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int = 18) 
     model = model.eval().cpu().to(memory_format=torch.contiguous_format)
     example = (torch.zeros(2, spec.channels, spec.height, spec.width),)
     raw = path.with_name(path.stem + ".raw.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, example, str(raw), input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                              external_data=False, verbose=False)
-        except Exception as e:  # an op the dynamo exporter cannot trace: the TorchScript one
-            log.warning("dynamo ONNX export failed (%s); using the TorchScript exporter",
-                        str(e).splitlines()[0][:200])
-            torch.onnx.export(model, example, str(raw), input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    # onnxscript logs a failed opset conversion as a warning with a traceback and goes on
+    # with the old opset: silenced here, reported as one error by the check below.
+    converter_log = logging.getLogger("onnxscript.version_converter")
+    level = converter_log.level
+    converter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(model, example, str(raw), input_names=[INPUT_NAME],
+                                  output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                                  external_data=False, verbose=False)
+            except Exception as e:  # an op the dynamo exporter cannot trace: the TorchScript one
+                log.warning("dynamo ONNX export failed (%s); using the TorchScript exporter",
+                            str(e).splitlines()[0][:200])
+                torch.onnx.export(model, example, str(raw), input_names=[INPUT_NAME],
+                                  output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                                  dynamic_axes={INPUT_NAME: {0: "batch"},
+                                                OUTPUT_NAME: {0: "batch"}})
+    finally:
+        converter_log.setLevel(level)
     try:
         quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)
     finally:
         raw.unlink(missing_ok=True)
+    got = graph_opset(path)
+    if got != opset:  # the exporter falls back silently when it cannot convert
+        raise FerEdgeError(f"--opset {opset}: the ONNX exporter wrote opset {got} instead; "
+                           f"choose an opset it supports (e.g. {got})")
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset newer than the installed onnx knows, before any export work."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise FerEdgeError(f"--opset {opset}: the installed onnx supports opsets up to {newest}")
+
+
+def graph_opset(path: Path) -> int:
+    """The default-domain opset an ONNX file declares (weights not loaded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def count_macs(path: Path) -> int:

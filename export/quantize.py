@@ -34,11 +34,19 @@ QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAver
                  "Slice", "Resize"]
 
 
+def equal_batch(n: int, most: int = 32) -> int:
+    """The largest batch size <= ``most`` that divides ``n``: onnxruntime's histogram
+    calibrators (entropy, percentile) stack every batch's outputs into one array, so a short
+    last batch makes them fail ("inhomogeneous shape")."""
+    return max(b for b in range(1, max(1, min(most, n)) + 1) if n % b == 0)
+
+
 class FaceCalibrationReader(CalibrationDataReader):
-    """Feeds preprocessed faces to the calibrator, ``batch`` at a time."""
+    """Feeds preprocessed faces to the calibrator in equal batches of at most ``batch``, so
+    every sample size works with every calibration method (see :func:`equal_batch`)."""
 
     def __init__(self, x: np.ndarray, input_name: str, batch: int = 32):
-        self.x, self.input_name, self.batch = x, input_name, batch
+        self.x, self.input_name, self.batch = x, input_name, equal_batch(len(x), batch)
         self.rewind()
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -76,7 +84,8 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "perce
         )
     except Exception as e:
         out.unlink(missing_ok=True)
-        raise FerEdgeError(f"{fp32}: INT8 quantisation ({method}) failed: {e}") from None
+        raise FerEdgeError(f"{fp32}: INT8 quantisation ({method} calibration, {len(calib)} "
+                           f"faces) failed: {e}") from None
     record = {"method": method, "images": int(len(calib)), "format": "QDQ",
               "per_channel": True, "activations": "S8", "weights": "S8"}
     if method == "percentile":

@@ -7,6 +7,8 @@ through :func:`check_cli`, so a row reads like the issue that asked for it.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -39,3 +41,27 @@ def check_cli(command: str, args: Sequence[str], code: int, words: Iterable[str]
     for p in absent:
         assert not Path(p).exists(), f"{p} should not exist"
     return r
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "1m", readonly: bool = False, full: bool = False):
+    """A small tmpfs mounted at ``path`` (a full or read-only disk for real), unmounted on
+    exit; skips the test with the reason where mounting is not allowed (not root, a
+    container without CAP_SYS_ADMIN)."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if readonly else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or 'mount failed'}")
+    try:
+        if full:  # fill it to the last byte
+            with open(path / "filler", "wb", buffering=0) as fh:
+                with contextlib.suppress(OSError):
+                    while fh.write(bytes(4096)):
+                        pass
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
 pytest.importorskip("onnx", reason="the [export] extra is not installed")
@@ -178,3 +178,40 @@ def test_tensorrt_engine_builds_and_matches_onnx(bundle_dir, trained, fer2013, t
     ref = OrtBackend(b.model_path("fp32"))(x)
     got = TensorRTBackend(b.model_path(f"trt_{precision}"))(x)
     assert (ref.argmax(1) == got.argmax(1)).mean() > 0.9
+
+
+@pytest.fixture(scope="module")
+def faces_100(fer2013, tmp_path_factory):
+    """Exactly 100 real FER2013 training faces in class folders (15 of six classes, 10
+    disgust): the calibration sample is all of them, and 100 is not a multiple of 32."""
+    root = tmp_path_factory.mktemp("faces100")
+    for c in ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"):
+        (root / c).mkdir()
+        for f in sorted((fer2013 / "train" / c).iterdir())[:10 if c == "disgust" else 15]:
+            shutil.copy(f, root / c / f.name)
+    return root
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_int8_calibration_on_100_faces(faces_100, tmp_path, method):
+    """Histogram calibrators stack every calibration batch: a short last batch (100 = 3 x 32
+    + 4) made them fail. The reader now feeds equal batches."""
+    from fer_edge.export.exporter import ExportOptions, export_bundle
+    from fer_edge.export.quantize import FaceCalibrationReader, equal_batch
+
+    assert [equal_batch(n) for n in (100, 512, 97, 5)] == [25, 32, 1, 5]
+    reader = FaceCalibrationReader(np.zeros((100, 1, 4, 4), np.float32), "input")
+    sizes = [len(b["input"]) for b in iter(reader.get_next, None)]
+    assert sizes == [25] * 4
+
+    ckpt = REPO / "checkpoints" / "fercnn_s" / "best.pt"
+    meta = export_bundle(str(ckpt), ExportOptions(
+        out=tmp_path / "b", int8=True, calib_data=str(faces_100), calib_images=100,
+        calib_method=method, eval_threads=1))
+    calibration = meta["models"]["int8"]["calibration"]
+    assert calibration["method"] == method and calibration["images"] == 100
+    b = load_bundle(tmp_path / "b")
+    x = preprocess(load_split(faces_100, "train", b.labels).images, b.input)
+    fp32 = predict_logits(OrtBackend(b.model_path("fp32")), x)
+    int8 = predict_logits(OrtBackend(b.model_path("int8")), x)
+    assert (fp32.argmax(1) == int8.argmax(1)).mean() > 0.8
