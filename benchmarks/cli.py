@@ -55,6 +55,11 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("--video", type=click.Path(), default=None,
               help="Also measure the edge loop on this video (and the naive loop).")
 @click.option("--video-loops", type=click.IntRange(1), default=10)
+@click.option("--realworld", multiple=True, type=click.Path(),
+              help="Labelled uncropped photos, end to end (repeatable): a folder of class "
+                   "folders (the largest face per image) or a CSV image,x1,y1,x2,y2,label "
+                   "(several faces; matched at IoU 0.3). Same detector settings as fer-edge run "
+                   "on a folder.")
 @click.option("--warmup-s", type=click.FloatRange(0), default=1.0)
 @click.option("--min-runs", type=click.IntRange(1), default=200)
 @click.option("--min-seconds", type=click.FloatRange(0), default=2.0)
@@ -69,7 +74,7 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def main(models, data, split, precision, backend, batch_sizes, threads, video, video_loops,
-         warmup_s, min_runs, min_seconds, limit, out, compare_to, max_acc_drop,
+         realworld, warmup_s, min_runs, min_seconds, limit, out, compare_to, max_acc_drop,
          max_latency_rise, verbose) -> None:
     """Benchmark model bundles side by side; writes results.json, results.csv, report.md and
     plots to --out. Ctrl-C writes what was measured so far."""
@@ -86,7 +91,7 @@ def main(models, data, split, precision, backend, batch_sizes, threads, video, v
         backends=_csv_list(backend, "--backend", BACKENDS),
         batch_sizes=_positive_ints(batch_sizes, "--batch-sizes"),
         threads=_positive_ints(threads, "--threads"),
-        video=video, video_loops=video_loops, limit=limit,
+        video=video, video_loops=video_loops, realworld=list(realworld), limit=limit,
         timing=Timing(warmup_s, min_runs, min_seconds))
     old = load_results(compare_to) if compare_to else None  # fail early on a bad file
     command = shlex.join(["fer-bench", *sys.argv[1:]])

@@ -13,10 +13,13 @@ from tqdm import tqdm
 from fer_edge.edge.backends import evaluate, open_backend
 from fer_edge.edge.bundle import Bundle, load_bundle
 from fer_edge.edge.data import Split, load_split
+from fer_edge.edge.detect import default_detect_width, make_detector
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.fileio import check_writable_dir
+from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
 
+from .endtoend import evaluate_end_to_end, read_labelled_images
 from .environment import environment, peak_rss_mb
 from .measure import Timing, check_video, interleaved_latency, pipeline_fps, summarize
 from .report import write_all
@@ -36,6 +39,7 @@ class BenchSettings:
     threads: list[int] = field(default_factory=lambda: [1, 2])
     video: str | None = None
     video_loops: int = 10
+    realworld: list[str] = field(default_factory=list)  # labelled uncropped photos
     limit: int | None = None
     timing: Timing = field(default_factory=Timing)
 
@@ -57,17 +61,19 @@ def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list
     bundles = [load_bundle(m) for m in s.models]
     if s.video:
         check_video(s.video)
+    photos = {p: read_labelled_images(p, bundles[0].labels) for p in s.realworld}
     results: dict = {
         "schema": SCHEMA,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command, "environment": environment(),
         "settings": {**asdict(s), "models": [str(b.path) for b in bundles],
                      "ort_thread_spinning": False},
-        "results": [], "skipped": [], "pipeline": [], "interrupted": False,
+        "results": [], "skipped": [], "pipeline": [], "endtoend": [], "interrupted": False,
     }
     latencies: dict[str, np.ndarray] = {}
     try:
         _measure(s, bundles, results, latencies)
+        _end_to_end(s, bundles, photos, results)
     except KeyboardInterrupt:
         results["interrupted"] = True
         log.warning("interrupted: writing the results measured so far")
@@ -137,6 +143,22 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
                 p = pipeline_fps(b, prec, s.video, naive, threads=s.threads[0],
                                  loops=s.video_loops)
                 results["pipeline"].append({"model": name, "threads": s.threads[0], **p})
+
+
+def _end_to_end(s: BenchSettings, bundles: list[Bundle], photos: dict, results: dict) -> None:
+    """Detect -> crop -> classify on labelled photos, as ``fer-edge run`` does on a folder."""
+    for path, faces in photos.items():
+        for b, name in zip(bundles, _names(bundles), strict=True):
+            prec = "int8" if "int8" in b.models else "fp32"
+            pipe = Pipeline(b, prec, threads=s.threads[0],
+                            detector=make_detector("haar", max_width=default_detect_width(True)))
+            with tqdm(total=len({f.path for f in faces}), desc=f"end-to-end {name}",
+                      unit="img", leave=False) as bar:
+                r = evaluate_end_to_end(pipe, faces, bar)
+            log.info("end-to-end %s on %s: %.4f (face found %.1f %%)", name, path,
+                     r["accuracy"], 100 * r["detection_recall"])
+            results["endtoend"].append({"model": name, "precision": prec, "data": path,
+                                        "threads": s.threads[0], **r})
 
 
 def _read_split(s: BenchSettings, b: Bundle) -> Split:

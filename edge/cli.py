@@ -8,7 +8,6 @@ import click
 
 from .cliutil import friendly_errors, setup_logging
 
-STILLS_DETECT_WIDTH = 640
 CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
@@ -135,7 +134,9 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
                                "with fer-export --trt fp16|int8 on this device")
         precision, backend = engines[0], "tensorrt"
     if detect_width is None:  # measured on sfew_frames: docs/realworld.md
-        detect_width = STILLS_DETECT_WIDTH if spec.kind in ("image", "folder") else 320
+        from fer_edge.edge.detect import default_detect_width
+
+        detect_width = default_detect_width(spec.kind in ("image", "folder"))
     if detect_width and detect_width < 2 * min_face:
         raise FerEdgeError(f"--detect-width {detect_width}: too small to find faces of "
                            f"--min-face {min_face} px; use at least {2 * min_face} (or 0: "

@@ -99,3 +99,23 @@ def test_run_on_class_folders_is_recursive_and_writes_relpath(photos, tmp_path):
     assert rows["angry/set1/a.jpg"]["faces"][0]["label"] == "angry"
     assert rows["happy/blank.png"]["faces"] == []
     assert "cut.jpg" in r.stderr
+
+
+def test_fer_bench_realworld_mode(photos, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    root, _ = photos
+    out = tmp_path / "bench"
+    r = run_cli("fer_edge.benchmarks.cli", "--realworld", str(root), "--precision", "int8",
+                "--threads", "1", "--batch-sizes", "1", "--warmup-s", "0", "--min-runs", "5",
+                "--min-seconds", "0", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    (e,) = json.loads((out / "results.json").read_text())["endtoend"]
+    assert e["precision"] == "int8" and e["faces"] == 3 and e["unreadable"] == 1
+    assert e["detection_recall"] == pytest.approx(1 / 3) and e["accuracy_found"] == 1.0
+    assert "End to end on labelled photos" in (out / "report.md").read_text()
+    bad = run_cli("fer_edge.benchmarks.cli", "--realworld", str(tmp_path / "nope.csv"),
+                  "--out", str(tmp_path / "b2"))
+    assert bad.returncode == 1 and "nope.csv" in bad.stderr and "Traceback" not in bad.stderr
