@@ -134,6 +134,7 @@ class PyCuda:
             raise FerEdgeError(f"CUDA is not usable (pycuda): {e}") from None
         self.cuda = cuda
         self._keep: list = []  # pycuda frees its allocations when they are collected
+        self._streams: dict = {}
 
     def device(self) -> tuple[str, str]:
         major, minor = self.dev.compute_capability()
@@ -159,8 +160,7 @@ class PyCuda:
 
     def stream(self) -> int:
         s = self.cuda.Stream()
-        self._keep.append(s)
-        self._streams = {**getattr(self, "_streams", {}), s.handle: s}
+        self._streams[int(s.handle)] = s
         return int(s.handle)
 
     def htod(self, dst: int, src: np.ndarray, stream: int) -> None:

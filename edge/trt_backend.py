@@ -132,7 +132,7 @@ class TensorRTBackend:
                                    "FP32 input and output)")
         lo, _, hi = e.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
-        self.item_shape = tuple(int(d) for d in hi[1:])
+        self.item_shape = tuple(int(d) for d in tuple(hi)[1:])
         out_shape = tuple(int(d) for d in e.get_tensor_shape(self.output_name))
         if len(out_shape) != 2 or out_shape[1] < 1:
             raise FerEdgeError(f"{path}: output shape {out_shape} is not [batch, classes]")

@@ -22,7 +22,7 @@ from .bundle import Bundle, write_bundle_json
 from .cuda_layer import CudaLayer, open_cuda
 from .errors import FerEdgeError
 from .fileio import atomic_write_bytes
-from .trt_backend import import_tensorrt
+from .trt_backend import import_tensorrt, tensorrt_version
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,10 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: str,
         if builder is None:
             raise FerEdgeError("TensorRT could not create a builder (no usable GPU?)")
         typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        if typed is None:
+        if typed is None and tensorrt_version(trt)[0] < 11:
             raise FerEdgeError(f"TensorRT {trt.__version__} has no strongly typed networks")
-        network = builder.create_network(1 << int(typed))
+        # 11.x: every network is strongly typed, whether or not the flag is still exported
+        network = builder.create_network(0 if typed is None else 1 << int(typed))
         if network is None:
             raise FerEdgeError("TensorRT could not create a network")
         _parse(trt, network, onnx_path, logger)

@@ -76,6 +76,19 @@ def test_build_is_strongly_typed_and_touches_no_removed_api(monkeypatch, shipped
     assert (shipped / "cache" / "tensorrt.timing.cache").read_bytes() == b"CACHE"
 
 
+@pytest.mark.parametrize(("version", "flags"), [("11.4.1", 0), ("10.3.0", None)])
+def test_without_a_strongly_typed_flag(monkeypatch, shipped, tmp_path, version, flags):
+    """11.x networks are always strongly typed; a 10.x without the flag cannot be."""
+    trt, _ = install(monkeypatch, version=version, typed_flag=False)
+    engine = tmp_path / "m.engine"
+    if flags is None:
+        with pytest.raises(FerEdgeError, match="no strongly typed networks"):
+            build_engine(shipped / "model.fp16.onnx", engine, "fp16", (1, 48, 48))
+        return
+    build_engine(shipped / "model.fp16.onnx", engine, "fp16", (1, 48, 48))
+    assert ("create_network", 0) in trt._calls and engine.is_file()
+
+
 def test_fp32_graph_is_refused_as_fp16_engine(monkeypatch, shipped, tmp_path):
     """Strongly typed: an FP32 ONNX would silently give an FP32 'fp16' engine."""
     install(monkeypatch, version="11.4.1", fp16_flag=False)

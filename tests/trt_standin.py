@@ -87,9 +87,11 @@ def reference(x: np.ndarray, classes: int = 7) -> np.ndarray:
 
 
 def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | None = None,
-             fail: str | None = None, classes: int = 7):
+             fail: str | None = None, classes: int = 7, typed_flag: bool = True):
     """A stand-in ``tensorrt`` module. ``fp16_flag``: BuilderFlag.FP16/INT8 exist (10.x);
-    ``fail`` names one call that returns its failure value (None / False / -1)."""
+    ``typed_flag``: NetworkDefinitionCreationFlag.STRONGLY_TYPED exists (an 11.x may drop it,
+    every network being strongly typed); ``fail`` names one call that returns its failure
+    value (None / False / -1)."""
     touched: list[str] = []
     calls: list[tuple] = []
     dt = types.SimpleNamespace(FLOAT="FLOAT", HALF="HALF", INT8="INT8", INT32="INT32")
@@ -97,7 +99,7 @@ def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | N
     flags = {"DEBUG": 1, "REFIT": 2}
     if fp16_flag:
         flags |= {"FP16": 3, "INT8": 4, "OBEY_PRECISION_CONSTRAINTS": 5}
-    net_flags = {"STRONGLY_TYPED": 1}
+    net_flags = {"STRONGLY_TYPED": 1} if typed_flag else {}
     if version.startswith("10."):
         net_flags["EXPLICIT_BATCH"] = 0
 
