@@ -53,12 +53,16 @@ def cascade_dirs() -> list[Path]:
     return dirs + [Path(d) for d in SYSTEM_CASCADE_DIRS]
 
 
-def find_cascade(name: str = HAAR_CASCADE) -> Path:
-    """The first ``name`` found in :func:`cascade_dirs`; FerEdgeError saying what to do if none."""
+def _require_cascade_classifier() -> None:
     if not hasattr(cv2, "CascadeClassifier"):
         raise FerEdgeError(f"OpenCV {cv2.__version__} has no CascadeClassifier (opencv-python "
                            "5 dropped it): install 'opencv-python<5' or "
                            "opencv-contrib-python, or use --detector yunet --detector-model FILE")
+
+
+def find_cascade(name: str = HAAR_CASCADE) -> Path:
+    """The first ``name`` found in :func:`cascade_dirs`; FerEdgeError saying what to do if none."""
+    _require_cascade_classifier()
     for d in cascade_dirs():
         if (d / name).is_file():
             return d / name
@@ -76,9 +80,8 @@ class HaarDetector:
 
     def __init__(self, max_width: int | None = 320, scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_size: int = 24, cascade: str | None = None):
+        _require_cascade_classifier()
         path = cascade or str(find_cascade())
-        if not hasattr(cv2, "CascadeClassifier"):
-            find_cascade()  # raises the one-line "what to install" error
         self.cascade = cv2.CascadeClassifier(path)
         if self.cascade.empty():
             raise FerEdgeError(f"{path}: cannot load the Haar cascade")

@@ -102,3 +102,10 @@ def test_no_cascade_anywhere_is_one_line_saying_what_to_do(monkeypatch, tmp_path
     msg = str(e.value)
     assert "\n" not in msg and "haarcascade_frontalface_default.xml" in msg
     assert "opencv-python<5" in msg and "--detector yunet --detector-model" in msg
+
+
+def test_opencv_without_cascade_classifier_is_one_line(monkeypatch):
+    """opencv-python 5 (no contrib) has no CascadeClassifier at all."""
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(FerEdgeError, match=r"no CascadeClassifier.*opencv-python<5.*yunet"):
+        detect.HaarDetector(cascade="/any/file.xml")
