@@ -1,8 +1,9 @@
 """Classifier backends behind one small interface: ``logits = backend(batch)``.
 
 :class:`OrtBackend` runs an ONNX model with onnxruntime (CPU; CUDA and TensorRT execution
-providers when the installed onnxruntime has them). :class:`TensorRTBackend` runs a serialized
-TensorRT engine (optional: needs tensorrt and pycuda).
+providers when the installed onnxruntime has them, configured by :mod:`.ort_providers`).
+:class:`TensorRTBackend` runs a serialized TensorRT engine (optional: TensorRT >= 10 and
+cuda-bindings or pycuda).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import ort_providers
 from .bundle import Bundle
 from .data import Split
 from .errors import FerEdgeError
@@ -38,7 +40,9 @@ class OrtBackend:
     the cores (a benchmark interleaving models), where spinning pools starve each other."""
 
     def __init__(self, model: str | os.PathLike, threads: int | None = None,
-                 providers: list[str] | None = None, spin: bool = True):
+                 providers: list[str] | None = None, spin: bool = True,
+                 input_chw: tuple[int, int, int] | None = None,
+                 max_batch: int = ort_providers.DEFAULT_MAX_BATCH):
         import onnxruntime as ort
 
         path = Path(model)
@@ -58,7 +62,8 @@ class OrtBackend:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=wanted)
+            self.session = ort.InferenceSession(str(path), so, providers=ort_providers.with_options(
+                wanted, path, input_chw, max_batch=max_batch))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise FerEdgeError(f"{path}: onnxruntime cannot load it ({str(e)[:200]})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -68,7 +73,7 @@ class OrtBackend:
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         # As the graph declares it; a symbolic dimension (the batch) is None.
         self.input_shape = _dims(inputs[0].shape)
-        self.name = f"ort:{self.session.get_providers()[0]}"
+        self.name = ort_providers.backend_name(wanted, self.session.get_providers())
         self.path = path
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -121,13 +126,15 @@ def open_backend(bundle: Bundle, precision: str = "int8", backend: str = "ort",
         if precision.startswith("trt"):
             raise FerEdgeError(f"precision {precision!r} is a TensorRT engine: use "
                                "--backend tensorrt")
-        key = precision
-        classifier: Backend = OrtBackend(bundle.model_path(key), threads, providers, spin)
+        key = ort_providers.model_key(bundle.models, precision, providers)
+        chw = (bundle.input.channels, bundle.input.height, bundle.input.width)
+        classifier: Backend = OrtBackend(bundle.model_path(key), threads, providers, spin,
+                                         input_chw=chw)
     elif backend == "tensorrt":
         from .trt_backend import TensorRTBackend
 
         key = precision if precision.startswith("trt") else f"trt_{precision}"
-        classifier = TensorRTBackend(bundle.model_path(key))
+        classifier = TensorRTBackend(bundle.model_path(key), record=bundle.models[key])
     else:
         raise FerEdgeError(f"unknown backend {backend!r}; choose ort or tensorrt")
     check_fits(bundle, key, classifier)

@@ -231,5 +231,11 @@ def calibrate_margin(data, sources, demo, images) -> None:
                f"faces) -> crop margin {r['margin']:.3f}")
 
 
+# fer-edge build-engine (its own module: TensorRT engines are compiled on the device)
+from .engine_build import build_engine_command  # noqa: E402
+
+main.add_command(build_engine_command)
+
+
 if __name__ == "__main__":
     main()

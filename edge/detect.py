@@ -1,5 +1,9 @@
-"""Face detectors through OpenCV: the Haar cascade shipped in opencv-python (default, no
-download) and YuNet (``cv2.FaceDetectorYN``) when a model file is given.
+"""Face detectors through OpenCV: the Haar cascade (default, no download) and YuNet
+(``cv2.FaceDetectorYN``) when a model file is given.
+
+The cascade file comes from opencv-python 4.x's ``cv2.data.haarcascades``, else from the
+system's OpenCV data folders (JetPack's and distributions' OpenCV; opencv-python 5 ships no
+cascade files): :func:`find_cascade`.
 
 Detection can run on a downscaled copy of the frame (``max_width``): boxes come back in
 full-frame coordinates.
@@ -31,14 +35,53 @@ def _downscale(frame: np.ndarray, max_width: int | None) -> tuple[np.ndarray, fl
     return cv2.resize(frame, (max_width, max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
 
 
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+# Where OpenCV's own installs (apt's libopencv, JetPack's, a source build) put the cascades.
+SYSTEM_CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades",
+                       "/usr/local/share/opencv4/haarcascades",
+                       "/usr/local/share/opencv/haarcascades",
+                       "/usr/share/opencv5/haarcascades", "/usr/local/share/opencv5/haarcascades")
+
+
+def cascade_dirs() -> list[Path]:
+    """Folders searched for the cascade, in order: cv2.data.haarcascades (opencv-python 4.x),
+    then the system OpenCV data folders."""
+    dirs = []
+    data = getattr(cv2, "data", None)
+    if data is not None and getattr(data, "haarcascades", None):
+        dirs.append(Path(data.haarcascades))
+    return dirs + [Path(d) for d in SYSTEM_CASCADE_DIRS]
+
+
+def _require_cascade_classifier() -> None:
+    if not hasattr(cv2, "CascadeClassifier"):
+        raise FerEdgeError(f"OpenCV {cv2.__version__} has no CascadeClassifier (opencv-python "
+                           "5 dropped it): install 'opencv-python<5' or "
+                           "opencv-contrib-python, or use --detector yunet --detector-model FILE")
+
+
+def find_cascade(name: str = HAAR_CASCADE) -> Path:
+    """The first ``name`` found in :func:`cascade_dirs`; FerEdgeError saying what to do if none."""
+    _require_cascade_classifier()
+    for d in cascade_dirs():
+        if (d / name).is_file():
+            return d / name
+    raise FerEdgeError(f"no {name} found (OpenCV {cv2.__version__} ships none; looked in "
+                       f"{', '.join(str(d) for d in cascade_dirs())}): install "
+                       "'opencv-python<5' or your system's OpenCV data (apt install "
+                       "opencv-data), or use --detector yunet --detector-model FILE")
+
+
 class HaarDetector:
-    """OpenCV's frontal-face Haar cascade (``haarcascade_frontalface_default.xml``)."""
+    """OpenCV's frontal-face Haar cascade (``haarcascade_frontalface_default.xml``, found by
+    :func:`find_cascade` unless ``cascade`` names a file)."""
 
     name = "haar"
 
     def __init__(self, max_width: int | None = 320, scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_size: int = 24, cascade: str | None = None):
-        path = cascade or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        _require_cascade_classifier()
+        path = cascade or str(find_cascade())
         self.cascade = cv2.CascadeClassifier(path)
         if self.cascade.empty():
             raise FerEdgeError(f"{path}: cannot load the Haar cascade")

@@ -1,90 +1,185 @@
-"""Native TensorRT engines (TensorRT 10 API) with pycuda for memory and streams.
+"""Native TensorRT engines (TensorRT 10.x and 11.x Python API) on a :mod:`.cuda_layer`.
 
-Optional: the ``[tensorrt]`` extra, on a machine with an NVIDIA GPU (a Jetson, a workstation).
-Engines are built on the device that runs them (``fer-export --trt``).
+Optional: TensorRT's Python bindings (JetPack's ``python3-libnvinfer`` on a Jetson, the
+``[tensorrt]`` extra on an x86 GPU host) and cuda-bindings (or an installed pycuda). Engines
+are built on the device that runs them (``fer-edge build-engine``, :mod:`.trt_build`); the
+bundle records the TensorRT version and GPU each was built for, checked before deserialising.
+
+The runtime allocates its device and pinned host buffers once, for the profile's maximum
+batch; pads a batch below the profile minimum and chunks one above the maximum; holds a lock
+around the execution context (one Pipeline can be shared by threads); and treats every False
+returned by TensorRT as an error.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
+from .cuda_layer import CudaLayer, open_cuda
 from .errors import FerEdgeError
+
+log = logging.getLogger(__name__)
+
+MIN_TENSORRT = (10, 0)
+TOO_OLD = ("TensorRT {v} is too old: fer-edge needs TensorRT >= 10 (JetPack >= 6.1 on a "
+           "Jetson; JetPack 5.x and 6.0 ship TensorRT 8.x and cannot run fer-edge engines)")
+
+
+def tensorrt_version(trt: ModuleType) -> tuple[int, ...]:
+    parts = []
+    for p in str(trt.__version__).split(".")[:3]:
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def import_tensorrt() -> ModuleType:
+    """The ``tensorrt`` module, >= 10; FerEdgeError saying what to install otherwise."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise FerEdgeError("the tensorrt Python package is not importable: on a Jetson use "
+                           "JetPack's (python3-libnvinfer, in a venv made with "
+                           "--system-site-packages); on an x86 GPU host pip install "
+                           "'fer-edge[tensorrt]'") from None
+    if tensorrt_version(trt)[:2] < MIN_TENSORRT:
+        raise FerEdgeError(TOO_OLD.format(v=trt.__version__))
+    return trt
 
 
 def tensorrt_unavailable_reason() -> str | None:
-    """None when tensorrt, pycuda and a CUDA device are all usable; else why not."""
+    """None when TensorRT >= 10, a CUDA Python layer and a CUDA device are all usable."""
     try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "the tensorrt Python package is not installed (pip install 'fer-edge[tensorrt]')"
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return "no CUDA device found"
-    except ImportError:
-        return "pycuda is not installed (pip install 'fer-edge[tensorrt]')"
-    except Exception as e:  # pycuda.driver.Error when no driver is loaded
-        return f"CUDA is not usable: {e}"
+        import_tensorrt()
+        open_cuda()
+    except FerEdgeError as e:
+        return str(e)
     return None
 
 
+def engine_mismatch(record: dict, trt_version: str, gpu: str, cc: str) -> str | None:
+    """Why an engine recorded as ``record`` (bundle.json) cannot run here, or None. TensorRT
+    engines are specific to the TensorRT version and the GPU (compute capability)."""
+    built = record.get("tensorrt")
+    if built is None or record.get("compute_capability") is None:
+        return "bundle.json does not record the TensorRT version and GPU it was built for"
+    if str(built).split(".")[:3] != str(trt_version).split(".")[:3]:
+        return f"built with TensorRT {built}, this machine has TensorRT {trt_version}"
+    if str(record["compute_capability"]) != cc:
+        return (f"built for {record.get('gpu')} (compute capability "
+                f"{record['compute_capability']}), this machine has {gpu} ({cc})")
+    if record.get("gpu") and record["gpu"] != gpu:
+        log.warning("engine built on %s, running on %s (same compute capability %s)",
+                    record["gpu"], gpu, cc)
+    return None
+
+
+def _check(ok: object, what: str) -> None:
+    if ok is False or ok is None:
+        raise FerEdgeError(f"TensorRT {what} failed")
+
+
 class TensorRTBackend:
-    """A deserialized engine with one input and one output; batch within its profile."""
+    """A deserialized engine with one FP32 input and one FP32 output; any batch size.
 
-    def __init__(self, engine_path: str | os.PathLike):
-        reason = tensorrt_unavailable_reason()
-        if reason:
-            raise FerEdgeError(f"TensorRT backend unavailable: {reason}")
-        import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
-        import pycuda.driver as cuda
-        import tensorrt as trt
+    ``record`` is the engine's bundle.json entry (checked against this machine's TensorRT and
+    GPU first); ``cuda`` the CUDA layer (default: :func:`open_cuda`)."""
 
-        self._cuda = cuda
+    def __init__(self, engine_path: str | os.PathLike, record: dict | None = None,
+                 cuda: CudaLayer | None = None):
+        trt = import_tensorrt()
+        self.cuda = cuda or open_cuda()
         path = Path(engine_path)
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            raise FerEdgeError(f"{path}: TensorRT could not deserialize the engine (built by "
-                               "another TensorRT version or for another GPU?)")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        gpu, cc = self.cuda.device()
+        if record is not None:
+            why = engine_mismatch(record, trt.__version__, gpu, cc)
+            if why:
+                raise FerEdgeError(f"{path}: {why}; rebuild it here with "
+                                   "fer-edge build-engine BUNDLE --precision ...")
+        if not path.is_file():
+            raise FerEdgeError(f"{path}: TensorRT engine not found")
+        self._lock = threading.Lock()
+        with self.cuda.scope():
+            self.logger = trt.Logger(trt.Logger.WARNING)
+            self.runtime = trt.Runtime(self.logger)
+            self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+            if self.engine is None:
+                raise FerEdgeError(f"{path}: TensorRT could not deserialize the engine (corrupt,"
+                                   " or built by another TensorRT version or for another GPU)")
+            self.context = self.engine.create_execution_context()
+            if self.context is None:
+                raise FerEdgeError(f"{path}: TensorRT could not create an execution context "
+                                   "(out of GPU memory?)")
+            self._bind(trt, path)
+
+    def _bind(self, trt: ModuleType, path: Path) -> None:
+        e = self.engine
+        names = [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
+        ins = [n for n in names if e.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outs = [n for n in names if e.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(ins) != 1 or len(outs) != 1:
             raise FerEdgeError(f"{path}: expected one input and one output, got {ins} / {outs}")
         self.input_name, self.output_name = ins[0], outs[0]
-        self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
-        self.in_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
-        self.out_dtype = trt.nptype(self.engine.get_tensor_dtype(self.output_name))
-        self.stream = cuda.Stream()
-        self._capacity = 0
-        self.name = "tensorrt"
-
-    def _ensure(self, x_nbytes: int, y_nbytes: int) -> None:
-        if x_nbytes + y_nbytes > self._capacity:
-            self.d_in = self._cuda.mem_alloc(x_nbytes)
-            self.d_out = self._cuda.mem_alloc(y_nbytes)
-            self._capacity = x_nbytes + y_nbytes
+        for n in (self.input_name, self.output_name):
+            if trt.nptype(e.get_tensor_dtype(n)) != np.float32:
+                raise FerEdgeError(f"{path}: tensor {n!r} is not FP32 (fer-edge engines keep "
+                                   "FP32 input and output)")
+        lo, _, hi = e.get_tensor_profile_shape(self.input_name, 0)
+        self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
+        self.item_shape = tuple(int(d) for d in tuple(hi)[1:])
+        out_shape = tuple(int(d) for d in e.get_tensor_shape(self.output_name))
+        if len(out_shape) != 2 or out_shape[1] < 1:
+            raise FerEdgeError(f"{path}: output shape {out_shape} is not [batch, classes]")
+        self.classes = out_shape[1]
+        in_bytes = self.max_batch * int(np.prod(self.item_shape)) * 4
+        out_bytes = self.max_batch * self.classes * 4
+        # Allocated once, for the profile maximum: the hot loop never allocates.
+        self.d_in, self.d_out = self.cuda.malloc(in_bytes), self.cuda.malloc(out_bytes)
+        self.h_in = self.cuda.host_empty(in_bytes).view(np.float32).reshape(
+            (self.max_batch, *self.item_shape))
+        self.h_out = self.cuda.host_empty(out_bytes).view(np.float32).reshape(
+            (self.max_batch, self.classes))
+        self.stream = self.cuda.stream()
+        _check(self.context.set_tensor_address(self.input_name, self.d_in),
+               f"set_tensor_address({self.input_name!r})")
+        _check(self.context.set_tensor_address(self.output_name, self.d_out),
+               f"set_tensor_address({self.output_name!r})")
+        self.name = f"tensorrt ({self.cuda.name})"
+        self._shape: tuple[int, ...] | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) > self.max_batch:  # split to the engine's profile
-            return np.concatenate([self(batch[i:i + self.max_batch])
-                                   for i in range(0, len(batch), self.max_batch)])
-        x = np.ascontiguousarray(batch, dtype=self.in_dtype)
-        self.context.set_input_shape(self.input_name, x.shape)
-        y = np.empty(tuple(self.context.get_tensor_shape(self.output_name)), self.out_dtype)
-        self._ensure(x.nbytes, y.nbytes)
-        self.context.set_tensor_address(self.input_name, int(self.d_in))
-        self.context.set_tensor_address(self.output_name, int(self.d_out))
-        self._cuda.memcpy_htod_async(self.d_in, x, self.stream)
-        if not self.context.execute_async_v3(self.stream.handle):
-            raise FerEdgeError("TensorRT execution failed")
-        self._cuda.memcpy_dtoh_async(y, self.d_out, self.stream)
-        self.stream.synchronize()
-        return y.astype(np.float32, copy=False)
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.item_shape:
+            want = ", ".join(map(str, self.item_shape))
+            raise FerEdgeError(f"TensorRT engine expects [N, {want}] faces, got {list(x.shape)}")
+        out = np.empty((len(x), self.classes), np.float32)
+        with self._lock, self.cuda.scope():
+            for i in range(0, len(x), self.max_batch):  # chunks within the profile
+                n = min(self.max_batch, len(x) - i)
+                out[i:i + n] = self._run(x[i:i + n])
+        return out
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        rows = max(n, self.min_batch)  # padded up to the profile minimum
+        self.h_in[:n] = chunk
+        if rows > n:
+            self.h_in[n:rows] = 0.0
+        shape = (rows, *self.item_shape)
+        if shape != self._shape:
+            if not self.context.set_input_shape(self.input_name, shape):
+                raise FerEdgeError(f"TensorRT rejected input shape {list(shape)} (profile "
+                                   f"batch {self.min_batch}..{self.max_batch})")
+            self._shape = shape
+        self.cuda.htod(self.d_in, self.h_in[:rows], self.stream)
+        if not self.context.execute_async_v3(self.stream):
+            raise FerEdgeError("TensorRT execute_async_v3 failed")
+        self.cuda.dtoh(self.h_out[:rows], self.d_out, self.stream)
+        self.cuda.sync(self.stream)
+        return self.h_out[:n].copy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -49,9 +50,12 @@ class FlipAverage(nn.Module):
         return log_mean_probs(logits.reshape(2, x.shape[0], -1))
 
 
-def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int = 18) -> None:
+def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int = 18,
+                simplify: bool = True) -> None:
     """Export with a dynamic batch axis and named input/output, then simplify with
-    onnxruntime's ``quant_pre_process`` (shape inference, constant folding, BN folding)."""
+    onnxruntime's ``quant_pre_process`` (shape inference, constant folding, BN folding).
+    ``simplify=False`` keeps the exporter's graph: onnxruntime's CPU optimiser would turn an FP16
+    graph back into FP32 (it casts around ops that have no FP16 CPU kernel)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = model.eval().cpu().to(memory_format=torch.contiguous_format)
@@ -80,7 +84,10 @@ def export_onnx(model: nn.Module, spec: InputSpec, path: Path, opset: int = 18) 
     finally:
         converter_log.setLevel(level)
     try:
-        quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)
+        if simplify:
+            quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)
+        else:
+            os.replace(raw, path)
     finally:
         raw.unlink(missing_ok=True)
     got = graph_opset(path)

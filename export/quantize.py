@@ -3,6 +3,13 @@
 QDQ format, per-channel S8S8 weights and activations, calibrated on real training faces that
 went through the shared preprocessing function. Our options become onnxruntime's arguments in
 exactly one place, :func:`quantize_int8`.
+
+The default scheme is the one TensorRT's explicit quantisation accepts (onnxruntime runs it
+too): symmetric activations (every Q/DQ zero-point 0; onnxruntime's default is asymmetric,
+which also folds the Relus into the zero-points), biases left in FP32 (TensorRT's
+DequantizeLinear takes INT8, not the INT32 biases onnxruntime writes by default), weights
+per-channel on the output-channel axis 0 in [-127, 127]. ``symmetric=False`` gives
+onnxruntime's default scheme, faster on onnxruntime-CPU (the bundle's ``int8_cpu`` model).
 """
 
 from __future__ import annotations
@@ -66,12 +73,18 @@ def calibration_faces(split: Split, n: int, spec: InputSpec, seed: int = 0) -> n
 
 
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "percentile",
-                  input_name: str = "input", percentile: float = 99.999) -> dict:
-    """Write the QDQ INT8 model; returns the calibration record for bundle.json."""
+                  input_name: str = "input", percentile: float = 99.999,
+                  symmetric: bool = True) -> dict:
+    """Write the QDQ INT8 model; returns the calibration record for bundle.json.
+    ``symmetric=False`` is onnxruntime's default scheme (asymmetric activations, INT32
+    biases, Relus folded into zero-points): faster on onnxruntime-CPU, rejected by TensorRT."""
     if method not in CALIB_METHODS:
         raise FerEdgeError(f"unknown calibration method {method!r}; choose "
                            f"{', '.join(CALIB_METHODS)}")
-    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    # ActivationSymmetric: zero-points 0 (TensorRT is symmetric-only) and the Relus kept.
+    # QuantizeBias=False: FP32 biases (no DequantizeLinear fed by INT32).
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+             "QuantizeBias": not symmetric}
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     try:
@@ -87,7 +100,8 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "perce
         raise FerEdgeError(f"{fp32}: INT8 quantisation ({method} calibration, {len(calib)} "
                            f"faces) failed: {e}") from None
     record = {"method": method, "images": int(len(calib)), "format": "QDQ",
-              "per_channel": True, "activations": "S8", "weights": "S8"}
+              "per_channel": True, "activations": "S8", "weights": "S8",
+              "symmetric": symmetric, "bias": "fp32" if symmetric else "int32"}
     if method == "percentile":
         record["percentile"] = percentile
     return record

@@ -49,7 +49,9 @@ def bundle_dir(trained, fer2013, tmp_path_factory):
 
 def test_bundle_reads_back_and_records_metrics(bundle_dir):
     b = load_bundle(bundle_dir)
-    assert set(b.models) == {"fp32", "int8"}
+    assert set(b.models) == {"fp32", "fp16", "int8", "int8_cpu"}
+    assert b.models["int8"]["calibration"]["symmetric"] is True
+    assert b.models["int8_cpu"]["calibration"]["symmetric"] is False
     assert b.models["int8"]["calibration"]["images"] == 256
     assert b.metrics["fp32"]["split"] == "test" and 0 < b.metrics["fp32"]["accuracy"] <= 1
     assert abs(b.metrics["int8"]["drop_points"] - 100 * (

@@ -1,0 +1,201 @@
+"""Compile a bundle's ONNX model into a TensorRT engine on the device that will run it.
+
+No torch, no onnx: TensorRT's bindings and a :mod:`.cuda_layer` only, so it runs on a Jetson
+(``fer-edge build-engine``) as well as on an x86 host (``fer-export --trt``).
+
+One build path for TensorRT 10.x and 11.x: a strongly typed network
+(``NetworkDefinitionCreationFlag.STRONGLY_TYPED``; TensorRT 11 has no other kind), whose
+precision is the ONNX graph's own: FP16 engines come from ``model.fp16.onnx`` (FP16 body),
+INT8 engines from the symmetric QDQ ``model.int8.onnx``. No ``BuilderFlag.FP16``/``INT8``
+(removed in 11.x) is touched. Every builder, parser, profile and timing-cache result is
+checked, and the built network must actually contain tensors of the requested precision.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from .bundle import Bundle, write_bundle_json
+from .cuda_layer import CudaLayer, open_cuda
+from .errors import FerEdgeError
+from .fileio import atomic_write_bytes
+from .trt_backend import import_tensorrt, tensorrt_version
+
+log = logging.getLogger(__name__)
+
+# precision -> (the bundle model it is built from, the TensorRT data type it must contain)
+SOURCES = {"fp16": ("fp16", "HALF"), "int8": ("int8", "INT8")}
+DEFAULT_BATCH = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    file: str
+    precision: str
+    tensorrt: str
+    gpu: str
+    compute_capability: str
+    batch: tuple[int, int, int]
+
+    def record(self, source: str, source_sha256: str) -> dict:
+        return {"file": self.file, "source": source, "source_sha256": source_sha256,
+                "precision": self.precision, "tensorrt": self.tensorrt, "gpu": self.gpu,
+                "compute_capability": self.compute_capability,
+                "batch": dict(zip(("min", "opt", "max"), self.batch, strict=True))}
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """'min,opt,max' -> a checked triple (1 <= min <= opt <= max)."""
+    try:
+        batch = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        batch = ()
+    if len(batch) != 3 or not 1 <= batch[0] <= batch[1] <= batch[2]:
+        raise FerEdgeError(f"--batch {text!r}: expected min,opt,max like 1,8,32 "
+                           "(1 <= min <= opt <= max)")
+    return batch  # type: ignore[return-value]
+
+
+def _parse(trt: ModuleType, network, onnx_path: Path, logger) -> None:
+    parser = trt.OnnxParser(network, logger)
+    if parser is None:
+        raise FerEdgeError("TensorRT could not create an ONNX parser")
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise FerEdgeError(f"{onnx_path}: TensorRT cannot parse it: {errors or 'no detail'}")
+
+
+def _network_has(trt: ModuleType, network, dtype_name: str) -> bool:
+    want = getattr(trt.DataType, dtype_name)
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_outputs):
+            if layer.get_output(j).dtype == want:
+                return True
+    return False
+
+
+def _timing_cache(config, path: Path | None):
+    blob = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if cache is None:
+        raise FerEdgeError("TensorRT could not create a timing cache")
+    if not config.set_timing_cache(cache, False):
+        if not blob:
+            raise FerEdgeError("TensorRT refused an empty timing cache")
+        log.warning("%s: timing cache is from another TensorRT/GPU; starting a new one", path)
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, False):
+            raise FerEdgeError("TensorRT could not set a new timing cache")
+
+
+def build_engine(onnx_path: Path, engine_path: Path, precision: str,
+                 input_chw: tuple[int, int, int], batch: tuple[int, int, int] = DEFAULT_BATCH,
+                 timing_cache: Path | None = None, workspace_mb: int = 1024,
+                 cuda: CudaLayer | None = None) -> EngineInfo:
+    """Parse ``onnx_path`` into a strongly typed network, build, write ``engine_path``
+    atomically (and the timing cache, if given)."""
+    if precision not in SOURCES:
+        raise FerEdgeError(f"unknown TensorRT precision {precision!r}; choose "
+                           f"{' or '.join(SOURCES)}")
+    trt = import_tensorrt()
+    cuda = cuda or open_cuda()
+    gpu, cc = cuda.device()
+    with cuda.scope():
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        if builder is None:
+            raise FerEdgeError("TensorRT could not create a builder (no usable GPU?)")
+        typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        if typed is None and tensorrt_version(trt)[0] < 11:
+            raise FerEdgeError(f"TensorRT {trt.__version__} has no strongly typed networks")
+        # 11.x: every network is strongly typed, whether or not the flag is still exported
+        network = builder.create_network(0 if typed is None else 1 << int(typed))
+        if network is None:
+            raise FerEdgeError("TensorRT could not create a network")
+        _parse(trt, network, onnx_path, logger)
+        if network.num_inputs != 1 or network.num_outputs != 1:
+            raise FerEdgeError(f"{onnx_path}: expected one input and one output, got "
+                               f"{network.num_inputs} / {network.num_outputs}")
+        if not _network_has(trt, network, SOURCES[precision][1]):
+            raise FerEdgeError(f"{onnx_path}: has no {SOURCES[precision][1]} tensors, so a "
+                               f"strongly typed {precision} engine would not be {precision}")
+        config = builder.create_builder_config()
+        if config is None:
+            raise FerEdgeError("TensorRT could not create a builder config")
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+        name = network.get_input(0).name
+        shapes = [(b, *input_chw) for b in batch]
+        profile = builder.create_optimization_profile()
+        if profile is None:
+            raise FerEdgeError("TensorRT could not create an optimization profile")
+        if profile.set_shape(name, *shapes) is False:
+            raise FerEdgeError(f"TensorRT rejected profile shapes {shapes} for {name!r}")
+        got = [tuple(int(d) for d in s) for s in profile.get_shape(name)]
+        if got != shapes:
+            raise FerEdgeError(f"TensorRT kept profile shapes {got}, not {shapes}, for {name!r}")
+        if config.add_optimization_profile(profile) < 0:
+            raise FerEdgeError(f"TensorRT rejected the optimization profile {shapes}")
+        _timing_cache(config, timing_cache)
+        log.info("building TensorRT %s %s engine from %s on %s (batch %s)...",
+                 trt.__version__, precision, onnx_path.name, gpu, batch)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise FerEdgeError(f"{onnx_path}: TensorRT failed to build a {precision} engine "
+                               "(its log above says why)")
+        atomic_write_bytes(engine_path, bytes(serialized))
+        if timing_cache is not None:
+            cache = config.get_timing_cache()
+            blob = cache.serialize() if cache is not None else None
+            if blob is None:
+                raise FerEdgeError("TensorRT could not serialize the timing cache")
+            atomic_write_bytes(timing_cache, bytes(blob))
+    return EngineInfo(engine_path.name, precision, str(trt.__version__), gpu, cc, batch)
+
+
+def source_problem(bundle: Bundle, precision: str) -> str | None:
+    """Why ``bundle`` has no ONNX model TensorRT can build a ``precision`` engine from."""
+    key = SOURCES[precision][0]
+    if key not in bundle.models:
+        return (f"no {key} model (model.{key}.onnx) in this bundle: re-export it with this "
+                "fer-edge version" + (" and --int8" if key == "int8" else ""))
+    calib = bundle.models[key].get("calibration", {})
+    if key == "int8" and not calib.get("symmetric"):
+        return ("its INT8 model is asymmetric (exported by an older fer-edge); TensorRT takes "
+                "only symmetric Q/DQ: re-export it with fer-export --int8")
+    return None
+
+
+def add_engine(bundle: Bundle, precision: str, batch: tuple[int, int, int] = DEFAULT_BATCH,
+               force: bool = False, cuda: CudaLayer | None = None) -> dict:
+    """Build ``model.<precision>.engine`` into the bundle folder and record it in bundle.json
+    as ``trt_<precision>``; returns the record."""
+    if precision not in SOURCES:
+        raise FerEdgeError(f"unknown TensorRT precision {precision!r}; choose "
+                           f"{' or '.join(SOURCES)}")
+    import_tensorrt()  # fail first, before touching the bundle folder
+    why = source_problem(bundle, precision)
+    if why:
+        raise FerEdgeError(f"{bundle.path}: cannot build a {precision} engine: {why}")
+    engine = bundle.path / f"model.{precision}.engine"
+    if engine.exists() and not force:
+        raise FerEdgeError(f"{engine}: exists; add --force to rebuild it")
+    key = SOURCES[precision][0]
+    src = bundle.model_path(key)
+    cache_dir = bundle.path / "cache"
+    try:
+        cache_dir.mkdir(exist_ok=True)
+    except OSError as e:
+        raise FerEdgeError(f"{bundle.path}: cannot write into the bundle folder ({e.strerror}); "
+                           "copy the bundle somewhere writable first") from None
+    info = build_engine(src, engine, precision, (bundle.input.channels, bundle.input.height,
+                                                 bundle.input.width), batch,
+                        timing_cache=cache_dir / "tensorrt.timing.cache", cuda=cuda)
+    meta = dict(bundle.meta)
+    meta["models"] = {**bundle.models,
+                      f"trt_{precision}": info.record(src.name, bundle.models[key]["sha256"])}
+    write_bundle_json(bundle.path, meta)
+    return meta["models"][f"trt_{precision}"]

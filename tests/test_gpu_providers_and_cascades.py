@@ -1,0 +1,111 @@
+"""onnxruntime GPU provider options and fallback naming (edge.ort_providers), checked with
+real onnxruntime sessions where this CPU-only machine allows; the Haar cascade lookup for
+OpenCV builds without cv2.data (opencv-python 5, JetPack 7.2) with real OpenCV."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_edge.edge import detect, ort_providers
+from fer_edge.edge.backends import OrtBackend
+from fer_edge.edge.bundle import default_bundle_path
+from fer_edge.edge.errors import FerEdgeError
+
+TRT, CUDA, CPU = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), dst)
+    return dst
+
+
+@pytest.mark.parametrize(("file", "fp16", "int8"), [("model.fp16.onnx", True, False),
+                                                    ("model.int8.onnx", True, True),
+                                                    ("model.onnx", False, False)])
+def test_tensorrt_ep_gets_precision_caches_and_profile(bundle, file, fp16, int8):
+    provs = ort_providers.with_options([TRT, CUDA], bundle / file, (1, 48, 48), max_batch=16)
+    (trt, o), (cuda, _), cpu = provs
+    assert (trt, cuda, cpu) == (TRT, CUDA, CPU)
+    assert (o["trt_fp16_enable"], o["trt_int8_enable"]) == (fp16, int8)
+    cache = bundle / "cache" / "ort-tensorrt"
+    assert cache.is_dir() and o["trt_engine_cache_enable"] and o["trt_timing_cache_enable"]
+    assert o["trt_engine_cache_path"] == o["trt_timing_cache_path"] == str(cache)
+    assert o["trt_profile_min_shapes"] == "input:1x1x48x48"
+    assert o["trt_profile_opt_shapes"] == "input:8x1x48x48"
+    assert o["trt_profile_max_shapes"] == "input:16x1x48x48"
+
+
+def test_cpu_only_request_is_passed_through_and_named(bundle):
+    assert ort_providers.with_options(["CPUExecutionProvider"], bundle / "model.onnx",
+                                      (1, 48, 48)) == [CPU]
+    be = OrtBackend(bundle / "model.onnx", providers=["cpu"], input_chw=(1, 48, 48))
+    assert be.name == "ort:CPUExecutionProvider"
+    assert be(np.zeros((2, 1, 48, 48), np.float32)).shape == (2, 7)
+    assert not (bundle / "cache").exists(), "no cache folder for a CPU session"
+
+
+def test_fallback_is_reported_in_the_name(caplog):
+    with caplog.at_level(logging.WARNING):
+        name = ort_providers.backend_name([TRT, CUDA, CPU], [CUDA, CPU])
+    assert name == f"ort:{CUDA} (fallback from {TRT})"
+    assert "could not start TensorrtExecutionProvider" in caplog.text
+    assert ort_providers.backend_name([TRT, CUDA, CPU], [TRT, CUDA, CPU]) == f"ort:{TRT}"
+
+
+def test_int8_on_cpu_means_the_asymmetric_model():
+    models = {"int8": {}, "int8_cpu": {}}
+    assert ort_providers.model_key(models, "int8", ["cpu"]) == "int8_cpu"
+    assert ort_providers.model_key(models, "int8", ["tensorrt", "cuda"]) == "int8"
+    assert ort_providers.model_key({"int8": {}}, "int8", ["cpu"]) == "int8"
+    assert ort_providers.model_key(models, "fp16", None) == "fp16"
+
+
+def test_unavailable_provider_is_one_clear_error(bundle):
+    import onnxruntime as ort
+
+    if TRT in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the TensorRT provider")
+    with pytest.raises(FerEdgeError, match="TensorrtExecutionProvider.* not available in this"):
+        OrtBackend(bundle / "model.fp16.onnx", providers=["tensorrt", "cuda"])
+
+
+def _no_cv2_data(monkeypatch, dirs):
+    monkeypatch.setattr(cv2, "data", types.SimpleNamespace(haarcascades=""), raising=False)
+    monkeypatch.setattr(detect, "SYSTEM_CASCADE_DIRS", tuple(str(d) for d in dirs))
+
+
+def test_cascade_found_in_a_system_opencv_folder(monkeypatch, tmp_path):
+    real = Path(cv2.data.haarcascades) / detect.HAAR_CASCADE
+    system = tmp_path / "usr" / "share" / "opencv4" / "haarcascades"
+    system.mkdir(parents=True)
+    shutil.copy(real, system)
+    _no_cv2_data(monkeypatch, [tmp_path / "missing", system])
+    assert detect.find_cascade() == system / detect.HAAR_CASCADE
+    det = detect.HaarDetector()
+    assert not det.cascade.empty()
+    assert det(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def test_no_cascade_anywhere_is_one_line_saying_what_to_do(monkeypatch, tmp_path):
+    _no_cv2_data(monkeypatch, [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(FerEdgeError) as e:
+        detect.make_detector("haar")
+    msg = str(e.value)
+    assert "\n" not in msg and "haarcascade_frontalface_default.xml" in msg
+    assert "opencv-python<5" in msg and "--detector yunet --detector-model" in msg
+
+
+def test_opencv_without_cascade_classifier_is_one_line(monkeypatch):
+    """opencv-python 5 (no contrib) has no CascadeClassifier at all."""
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(FerEdgeError, match=r"no CascadeClassifier.*opencv-python<5.*yunet"):
+        detect.HaarDetector(cascade="/any/file.xml")
