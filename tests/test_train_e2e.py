@@ -128,7 +128,7 @@ def test_fit_epochs_to_time():
 def test_time_limit_fits_the_schedule(fer2013, tmp_path):
     """--time-limit: the run stops early, and on a finished schedule (learning rate 0)."""
     out = tmp_path / "t"
-    r = run_cli(*ARGS, "--data", str(fer2013), "--epochs", "500", "--time-limit", "0.15",
+    r = run_cli(*ARGS, "--data", str(fer2013), "--epochs", "500", "--time-limit", "0.3",
                 "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((out / "metrics.json").read_text())
