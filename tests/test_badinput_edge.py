@@ -135,7 +135,7 @@ ROWS = [
     (["--source", "{d}/face.png", "--detector", "yunet"], 1, ["--detector-model"], [], []),
     (["--source", "{d}/face.png", "--detector", "yunet", "--detector-model",
       "{d}/random.avi"], 1, ["random.avi", "yunet"], [], []),
-    (["--source", "{d}/face.png", "--precision", "fp16"], 1, ["fp16", "int8"], [], []),
+    (["--source", "{d}/face.png", "--precision", "int4"], 1, ["int4", "int8"], [], []),
     (["--source", "{d}/face.png", "--providers", "bogus"], 1, ["bogus", "not available"],
      [], []),
     (["--source", "{d}/face.png", "--loop", "3"], 1, ["--loop", "image"], [], []),

@@ -152,10 +152,10 @@ def _engine(monkeypatch, shipped, batch=(4, 8, 8), **kw):
 
 def test_runtime_pads_chunks_and_allocates_once(monkeypatch, shipped):
     trt, cuda, b = _engine(monkeypatch, shipped, version="11.4.1", fp16_flag=False)
-    be = open_backend(b, "int8", "tensorrt")
+    start = len(trt._calls)
+    be = open_backend(b, "int8", "tensorrt")  # check_fits runs one blank face (-> 4)
     assert be.name == "tensorrt (fake-cuda)" and (be.min_batch, be.max_batch) == (4, 8)
     rng = np.random.default_rng(0)
-    start = len(trt._calls)
     for n in (1, 3, 4, 8, 9, 19, 0, 2):
         x = rng.random((n, 1, 48, 48), np.float32)
         y = be(x)
@@ -163,8 +163,8 @@ def test_runtime_pads_chunks_and_allocates_once(monkeypatch, shipped):
         np.testing.assert_allclose(y, reference(x), rtol=1e-5)
     assert (cuda.mallocs, cuda.host_allocs) == (2, 2), "buffers allocated once"
     runs = [c[1] for c in trt._calls[start:] if c[0] == "execute"]
-    # 1,3 -> padded to 4; 9 -> 8+1(->4); 19 -> 8+8+3(->4); 0 -> nothing
-    assert runs == [4, 4, 4, 8, 8, 4, 8, 8, 4, 4]
+    # the check's 1 -> 4; then 1,3 -> padded to 4; 9 -> 8+1(->4); 19 -> 8+8+3(->4); 0 -> nothing
+    assert runs == [4, 4, 4, 4, 8, 8, 4, 8, 8, 4, 4]
     shapes = [c[1][0] for c in trt._calls[start:] if c[0] == "set_input_shape"]
     assert shapes == [4, 8, 4, 8, 4], "shape set only when it changes"
     assert not [t for t in touched(trt) if any(t.endswith(r) for r in REMOVED_IN_11)]
