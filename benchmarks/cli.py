@@ -12,6 +12,7 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_int
 
 PRECISIONS = ("fp32", "int8", "fp16", "trt_fp16", "trt_int8")
 BACKENDS = ("ort", "tensorrt")
+PEERS = ("fer", "facex")  # benchmarks/peers.py knows how to run them
 
 
 def _csv_list(value: str, option: str, choices: tuple[str, ...]) -> list[str]:
@@ -60,6 +61,12 @@ def _positive_ints(value: str, option: str) -> list[int]:
                    "folders (the largest face per image) or a CSV image,x1,y1,x2,y2,label "
                    "(several faces; matched at IoU 0.3). Same detector settings as fer-edge run "
                    "on a folder.")
+@click.option("--peers", default="", help="Also measure these peer packages on the same "
+              "images: comma list of fer,facex (--data as face crops, --realworld end to end "
+              "with their own detector).")
+@click.option("--peer-python", type=click.Path(), default=None,
+              help="Python of the environment the peers are installed in [this one]; they pin "
+                   "TensorFlow and opencv-contrib, so a separate venv is usual.")
 @click.option("--warmup-s", type=click.FloatRange(0), default=1.0)
 @click.option("--min-runs", type=click.IntRange(1), default=200)
 @click.option("--min-seconds", type=click.FloatRange(0), default=2.0)
@@ -74,8 +81,8 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def main(models, data, split, precision, backend, batch_sizes, threads, video, video_loops,
-         realworld, warmup_s, min_runs, min_seconds, limit, out, compare_to, max_acc_drop,
-         max_latency_rise, verbose) -> None:
+         realworld, peers, peer_python, warmup_s, min_runs, min_seconds, limit, out,
+         compare_to, max_acc_drop, max_latency_rise, verbose) -> None:
     """Benchmark model bundles side by side; writes results.json, results.csv, report.md and
     plots to --out. Ctrl-C writes what was measured so far."""
     setup_logging(verbose)
@@ -92,6 +99,7 @@ def main(models, data, split, precision, backend, batch_sizes, threads, video, v
         batch_sizes=_positive_ints(batch_sizes, "--batch-sizes"),
         threads=_positive_ints(threads, "--threads"),
         video=video, video_loops=video_loops, realworld=list(realworld), limit=limit,
+        peers=_csv_list(peers, "--peers", PEERS) if peers else [], peer_python=peer_python,
         timing=Timing(warmup_s, min_runs, min_seconds))
     old = load_results(compare_to) if compare_to else None  # fail early on a bad file
     command = shlex.join(["fer-bench", *sys.argv[1:]])

@@ -95,37 +95,57 @@ def _read_box_csv(path: Path, labels: tuple[str, ...]) -> list[LabelledFace]:
     return faces
 
 
+Detections = list[tuple[tuple[float, float, float, float], str]]  # (x, y, w, h), label
+
+
 def evaluate_end_to_end(pipe: Pipeline, faces: list[LabelledFace], progress=None) -> dict:
     """Run every image once through ``pipe``; returns detection recall, end-to-end accuracy,
     accuracy on found faces, per-class recall, confusion, false detections and speed."""
-    labels = pipe.labels
+    return score_end_to_end(faces, pipe.labels, _pipeline_predictions(pipe, faces, progress))
+
+
+def _pipeline_predictions(pipe: Pipeline, faces: list[LabelledFace], progress):
+    for path in dict.fromkeys(f.path for f in faces):
+        try:
+            img = read_image(path)
+        except BadImage as e:
+            yield path, str(e), 0.0
+            continue
+        pipe.reset()
+        t0 = time.perf_counter()
+        r = pipe(img, path=path)
+        seconds = time.perf_counter() - t0
+        if progress is not None:
+            progress.update(1)
+        yield path, [(tuple(d.box), d.label) for d in r.faces], seconds
+
+
+def score_end_to_end(faces: list[LabelledFace], labels: tuple[str, ...], predictions) -> dict:
+    """Score ``predictions`` — ``(path, detections or an error string, seconds)`` per image, from
+    our pipeline or a peer package's — against the labelled faces, the same way for both."""
     miss = len(labels)  # an extra "no face" column in the confusion
     by_image: dict[str, list[LabelledFace]] = {}
     for f in faces:
         by_image.setdefault(f.path, []).append(f)
     y_true, y_pred, false_dets, unreadable, seconds = [], [], 0, [], 0.0
-    for path, want in by_image.items():
-        try:
-            img = read_image(path)
-        except BadImage as e:
-            unreadable.append(str(e))
+    for path, dets, secs in predictions:
+        want = by_image[path]
+        if isinstance(dets, str):
+            unreadable.append(dets)
             y_true += [labels.index(f.label) for f in want]
             y_pred += [miss] * len(want)
             continue
-        pipe.reset()
-        t0 = time.perf_counter()
-        r = pipe(img, path=path)
-        seconds += time.perf_counter() - t0
+        seconds += secs
         if want[0].box is None:  # one main face: the largest detection
             y_true.append(labels.index(want[0].label))
-            if r.faces:
-                main = max(r.faces, key=lambda d: d.box[2] * d.box[3])
-                y_pred.append(labels.index(main.label))
-                false_dets += len(r.faces) - 1
+            if dets:
+                main = max(dets, key=lambda d: d[0][2] * d[0][3])
+                y_pred.append(labels.index(main[1]))
+                false_dets += len(dets) - 1
             else:
                 y_pred.append(miss)
         else:
-            pairs = sorted(((iou(tuple(d.box), f.box), di, fi) for di, d in enumerate(r.faces)
+            pairs = sorted(((iou(d[0], f.box), di, fi) for di, d in enumerate(dets)
                             for fi, f in enumerate(want)), reverse=True)
             got: dict[int, int] = {}
             used: set[int] = set()
@@ -137,10 +157,8 @@ def evaluate_end_to_end(pipe: Pipeline, faces: list[LabelledFace], progress=None
                     used.add(di)
             for fi, f in enumerate(want):
                 y_true.append(labels.index(f.label))
-                y_pred.append(labels.index(r.faces[got[fi]].label) if fi in got else miss)
-            false_dets += len(r.faces) - len(used)
-        if progress is not None:
-            progress.update(1)
+                y_pred.append(labels.index(dets[got[fi]][1]) if fi in got else miss)
+            false_dets += len(dets) - len(used)
     if unreadable:
         log.warning("%d unreadable image(s) counted as misses: %s", len(unreadable),
                     "; ".join(unreadable[:5]))

@@ -19,9 +19,10 @@ from fer_edge.edge.fileio import check_writable_dir
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
 
-from .endtoend import evaluate_end_to_end, read_labelled_images
+from .endtoend import LabelledFace, evaluate_end_to_end, read_labelled_images
 from .environment import environment, peak_rss_mb
 from .measure import Timing, check_video, interleaved_latency, pipeline_fps, summarize
+from .peers import check_peer, score_peer
 from .report import write_all
 
 log = logging.getLogger("fer_edge.bench")
@@ -42,6 +43,8 @@ class BenchSettings:
     realworld: list[str] = field(default_factory=list)  # labelled uncropped photos
     limit: int | None = None
     timing: Timing = field(default_factory=Timing)
+    peers: list[str] = field(default_factory=list)  # "fer", "facex": measured in the same run
+    peer_python: str | None = None  # their interpreter (they pin stacks of their own)
 
 
 def _names(bundles: list[Bundle]) -> list[str]:
@@ -62,18 +65,21 @@ def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list
     if s.video:
         check_video(s.video)
     photos = {p: read_labelled_images(p, bundles[0].labels) for p in s.realworld}
+    peer_python = {p: check_peer(p, s.peer_python) for p in s.peers}
     results: dict = {
         "schema": SCHEMA,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command, "environment": environment(),
         "settings": {**asdict(s), "models": [str(b.path) for b in bundles],
                      "ort_thread_spinning": False},
-        "results": [], "skipped": [], "pipeline": [], "endtoend": [], "interrupted": False,
+        "results": [], "skipped": [], "pipeline": [], "endtoend": [], "peers": [],
+        "interrupted": False,
     }
     latencies: dict[str, np.ndarray] = {}
     try:
         _measure(s, bundles, results, latencies)
         _end_to_end(s, bundles, photos, results)
+        _peers(s, bundles[0], peer_python, photos, results)
     except KeyboardInterrupt:
         results["interrupted"] = True
         log.warning("interrupted: writing the results measured so far")
@@ -159,6 +165,32 @@ def _end_to_end(s: BenchSettings, bundles: list[Bundle], photos: dict, results: 
                      r["accuracy"], 100 * r["detection_recall"])
             results["endtoend"].append({"model": name, "precision": prec, "data": path,
                                         "threads": s.threads[0], **r})
+
+
+def _peers(s: BenchSettings, b: Bundle, python: dict[str, str], photos: dict,
+           results: dict) -> None:
+    """The peer packages on the same images: the accuracy split as face crops (classifier
+    only) and every --realworld set end to end with their own detector."""
+    crops = []
+    if s.data and python:
+        split = _read_split(s, b)
+        if split.paths:
+            crops = [LabelledFace(p, b.labels[y]) for p, y in zip(split.paths, split.labels,
+                                                                  strict=True)]
+        else:
+            results["skipped"].append(f"peers on {s.data}: a CSV split has no image files "
+                                      "to give them")
+    for peer, exe in python.items():
+        jobs = ([("crops", f"{s.data} [{s.split}]", crops)] if crops else []) + \
+            [("images", path, faces) for path, faces in photos.items()]
+        for task, name, faces in jobs:
+            with tqdm(total=len({f.path for f in faces}), desc=f"{peer} {task}", unit="img",
+                      leave=False) as bar:
+                r = score_peer(peer, exe, task, faces, b.labels, s.threads[0], bar)
+            log.info("%s %s on %s: %.4f", peer, task, name, r["accuracy"])
+            row = {"model": f"{peer} {r.pop('version')}", "precision": "peer's own",
+                   "data": name, "threads": s.threads[0], **r}
+            results["endtoend" if task == "images" else "peers"].append(row)
 
 
 def _read_split(s: BenchSettings, b: Bundle) -> Split:

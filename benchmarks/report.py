@@ -57,6 +57,15 @@ def markdown(results: dict) -> str:
                    f"{_f(r['drop_points'], '+.2f')} | {_f(r['macro_f1'], '.4f')} | "
                    f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | "
                    f"{_f(r['p99_ms'], '.3f')} | {tp} |")
+    if results.get("peers"):
+        out += ["", "Peer packages on the same images, each image given as one face (classifier "
+                "only):", "", "| peer | data | images | accuracy | macro-F1 | img/s | "
+                "per-class recall |", "|---|---|---:|---:|---:|---:|---|"]
+        for e in results["peers"]:
+            rec = ", ".join(f"{k} {v:.2f}" for k, v in e["per_class_recall"].items())
+            out.append(f"| {e['model']} | {e['data']} | {e['faces']} | "
+                       f"{e['accuracy']:.4f} | {e['macro_f1_found']:.4f} | "
+                       f"{e['images_per_s']:.1f} | {rec} |")
     if results.get("pipeline"):
         out += ["", f"Pipeline on {results['settings']['video']}:", "",
                 "| model | config | frames | faces found | FPS | decode p50 | detect p50 | "

@@ -1,0 +1,89 @@
+"""Measure the peer FER packages (``fer``, ``facex``) in the same fer-bench run as our models.
+
+The peers run in their own interpreter (``--peer-python``; by default this one) through
+``peer_worker.py``; their predictions are scored by the same functions as ours, so a table row
+for ``fer`` and one for fer-edge differ only in what made the predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from fer_edge.edge.errors import FerEdgeError
+
+from .endtoend import LabelledFace, score_end_to_end
+
+log = logging.getLogger("fer_edge.bench")
+WORKER = Path(__file__).with_name("peer_worker.py")
+
+
+def check_peer(peer: str, python: str | None) -> str:
+    """The interpreter that has ``peer`` installed, or a one-line error saying how to get it."""
+    exe = python or sys.executable
+    try:
+        probe = f"import importlib.metadata as m; print(m.version({peer!r}))"
+        r = subprocess.run([exe, "-c", probe], capture_output=True, text=True, timeout=60)
+    except OSError as e:
+        raise FerEdgeError(f"--peer-python {exe}: cannot run it ({e.strerror or e})") from None
+    if r.returncode != 0:
+        raise FerEdgeError(f"--peers {peer}: not installed for {exe} (pip install {peer} in a "
+                           "separate environment and pass its python as --peer-python)")
+    return exe
+
+
+def run_peer(peer: str, python: str, task: str, paths: list[str], threads: int = 1,
+             loops: int = 1, progress=None) -> dict:
+    """Run ``peer_worker.py`` on ``paths``; returns its JSON (see the worker's docstring)."""
+    job = json.dumps({"peer": peer, "task": task, "paths": paths, "threads": threads,
+                      "loops": loops})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([python, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    tail: list[str] = []
+
+    def read_stderr() -> None:
+        done = 0
+        for line in proc.stderr:
+            if line.startswith("@progress "):
+                n = int(line.split()[1])
+                if progress is not None:
+                    progress.update(n - done)
+                done = n
+            else:
+                tail[:] = [*tail[-19:], line.rstrip()]
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        out, _ = proc.communicate(job)
+    except BaseException:
+        proc.kill()
+        raise
+    reader.join(timeout=5)
+    if proc.returncode != 0:
+        last = next((t for t in reversed(tail) if t.strip()), "no output")
+        raise FerEdgeError(f"peer {peer} failed on {task} (exit {proc.returncode}): {last}")
+    return json.loads(out)
+
+
+def score_peer(peer: str, python: str, task: str, faces: list[LabelledFace],
+               labels: tuple[str, ...], threads: int = 1, progress=None) -> dict:
+    """``task`` "images": the peer's own detect -> classify on labelled photos; "crops":
+    classifier only, each image given to the peer as one face box. Scored like ours."""
+    paths = list(dict.fromkeys(f.path for f in faces))
+    out = run_peer(peer, python, task, paths, threads, progress=progress)
+    preds = []
+    for path, dets, secs in out["predictions"]:
+        if not isinstance(dets, str):
+            dets = [(tuple(box), lab) for box, lab in dets]
+            odd = {lab for _, lab in dets} - set(labels)
+            if odd:
+                raise FerEdgeError(f"peer {peer} answered labels {sorted(odd)} that are not "
+                                   f"the model's ({', '.join(labels)})")
+        preds.append((path, dets, secs))
+    return {"peer": peer, "version": out["version"], **score_end_to_end(faces, labels, preds)}
