@@ -8,9 +8,12 @@ would have given it, not ``tempfile``'s private 0600, so files installed for oth
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -47,24 +50,55 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def check_writable_dir(path: str | os.PathLike) -> None:
+def write_error(path: str | os.PathLike, e: OSError, what: str = "write", note: str = "",
+                option: str | None = None) -> FerEdgeError:
+    """One line for a failed write: the option and file, the reason, and for a full disk
+    what is free."""
+    reason = e.strerror or str(e)
+    if e.errno == errno.ENOSPC:
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(Path(path).parent).free
+            reason += f" ({free / 1e6:.1f} MB free)"
+    return FerEdgeError(f"{option + ' ' if option else ''}{path}: cannot {what} ({reason}){note}")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, what: str = "write", note: str = "",
+            option: str | None = None) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into a FerEdgeError naming it."""
+    try:
+        yield
+    except OSError as e:
+        raise write_error(path, e, what, note, option) from None
+
+
+def check_writable_dir(path: str | os.PathLike, probe_bytes: int = 4096,
+                       option: str | None = None) -> None:
     """Refuse, before any long work, an output folder that cannot be written: an existing
     file in its place or on its path, a read-only or full disk. Probes by writing (and
-    removing) a small temporary file in the folder, or in its nearest existing parent when
-    it does not exist yet; creates nothing that stays."""
+    removing) ``probe_bytes`` in a temporary file in the folder, or in its nearest existing
+    parent when it does not exist yet; creates nothing that stays."""
     path = Path(path)
+    name = f"{option} {path}" if option else str(path)
     probe = path
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
         what = "exists and is not a folder" if probe == path else f"{probe} is a file"
-        raise FerEdgeError(f"{path}: {what}; choose another output folder")
+        raise FerEdgeError(f"{name}: {what}; choose another output folder")
+    fd, tmp = -1, None
     try:
-        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-test.")
-        try:
-            os.write(fd, bytes(4096))
-        finally:
-            os.close(fd)
-            os.unlink(tmp)
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-test.", suffix=".tmp")
+        block = memoryview(bytes(probe_bytes))
+        while block:  # a nearly full disk first gives a short write, then ENOSPC
+            block = block[os.write(fd, block):]
+        os.fsync(fd)
     except OSError as e:
-        raise FerEdgeError(f"{path}: cannot write there ({e.strerror or e})") from None
+        raise FerEdgeError(f"{name}: cannot write there ({e.strerror or e}"
+                           + (", disk full" if e.errno == errno.ENOSPC else "") + ")") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import FerEdgeError
-from .fileio import umask_mode
+from .fileio import umask_mode, write_error
 from .pipeline import FrameResult
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,6 @@ def check_output(path: str | os.PathLike, option: str) -> Path:
         raise FerEdgeError(f"{option} {p}: folder {p.parent} does not exist")
     return p
 
-
-def _os_error(option: str, path: Path, e: OSError) -> FerEdgeError:
-    return FerEdgeError(f"{option} {path}: cannot write ({e.strerror or e})")
 
 COLORS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160),
           "happy": (40, 200, 240), "sad": (200, 120, 40), "surprise": (240, 200, 40),
@@ -86,7 +83,7 @@ class JsonlSink:
         try:
             self.fh = open(path, "a")  # noqa: SIM115
         except OSError as e:
-            raise _os_error("--jsonl", self.path, e) from None
+            raise write_error(self.path, e, option="--jsonl") from None
 
     def write(self, r: FrameResult) -> None:
         rec = {"frame": r.index, "timestamp": round(r.timestamp, 6), "detected": r.detected,
@@ -104,7 +101,7 @@ class JsonlSink:
             self.fh.flush()
         except OSError as e:
             self._broken = True  # reported here; close() stays quiet about it
-            raise _os_error("--jsonl", self.path, e) from None
+            raise write_error(self.path, e, option="--jsonl") from None
         self.records += 1
 
     def close(self) -> None:
@@ -114,7 +111,7 @@ class JsonlSink:
             self.fh.close()
         except OSError as e:
             if not self._broken:
-                raise _os_error("--jsonl", self.path, e) from None
+                raise write_error(self.path, e, option="--jsonl") from None
         finally:
             if not self.records and not self._existed:
                 self.path.unlink(missing_ok=True)
@@ -143,7 +140,7 @@ class VideoSink:
                                        suffix=f".partial{suffix}")
             os.close(fd)
         except OSError as e:
-            raise _os_error("--save-video", self.path, e) from None
+            raise write_error(self.path, e, option="--save-video") from None
         self.tmp = Path(tmp)
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
@@ -203,7 +200,7 @@ class VideoSink:
             os.replace(self.tmp, self.path)
         except OSError as e:
             self.discard()
-            raise _os_error("--save-video", self.path, e) from None
+            raise write_error(self.path, e, option="--save-video") from None
 
 
 def display_available() -> bool:

@@ -10,14 +10,11 @@ line. A folder this run created is removed again when the run fails before writi
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.fileio import check_writable_dir
 
 DEFAULT_OUT = "runs/train"
 RUN_FILES = ("best.pt", "last.pt", "metrics.json", "train.log")
@@ -68,46 +65,6 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def write_error(path: str | os.PathLike, e: OSError, what: str = "write",
-                note: str = "") -> FerEdgeError:
-    """One line for a failed write: the file, the reason, and for a full disk what is free."""
-    reason = e.strerror or str(e)
-    if e.errno == errno.ENOSPC:
-        with contextlib.suppress(OSError):
-            free = shutil.disk_usage(Path(path).parent).free
-            reason += f" ({free / 1e6:.1f} MB free)"
-    return FerEdgeError(f"{path}: cannot {what} ({reason}){note}")
-
-
-@contextlib.contextmanager
-def writing(path: str | os.PathLike, what: str = "write", note: str = "") -> Iterator[None]:
-    """Turn an OSError while writing ``path`` into a FerEdgeError naming it."""
-    try:
-        yield
-    except OSError as e:
-        raise write_error(path, e, what, note) from None
-
-
-def _probe(folder: Path) -> None:
-    """Write and delete a file in ``folder``: fails for read-only, full or foreign folders."""
-    fd, tmp = -1, None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fer-train-probe.", suffix=".tmp")
-        block = memoryview(b"\0" * PROBE_BYTES)
-        while block:  # a nearly full disk first gives a short write, then ENOSPC
-            block = block[os.write(fd, block):]
-        os.fsync(fd)
-    except OSError as e:
-        raise FerEdgeError(f"--out {folder}: cannot write there ({e.strerror or e}"
-                           + (", disk full" if e.errno == errno.ENOSPC else "") + ")") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
 @contextlib.contextmanager
 def run_folder(folder: Path, create: bool = True) -> Iterator[Path]:
     """Create ``folder`` (and missing parents) and probe it; if the body fails, remove the
@@ -129,7 +86,7 @@ def run_folder(folder: Path, create: bool = True) -> Iterator[Path]:
         _remove_empty(made)
         raise FerEdgeError(f"--out {folder}: cannot create it ({e.strerror or e})") from None
     try:
-        _probe(folder)
+        check_writable_dir(folder, PROBE_BYTES, option="--out")
         yield folder
     except BaseException:
         _remove_empty(made)

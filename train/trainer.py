@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from fer_edge.edge.data import Split, concat_splits, load_split
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import atomic_write, atomic_write_text
+from fer_edge.edge.fileio import atomic_write, atomic_write_text, writing
 from fer_edge.edge.imageio import BadImage
 from fer_edge.edge.labels import FER2013_LABELS
 from fer_edge.edge.metrics import classification_report
@@ -32,7 +32,7 @@ from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import barrier, check_batch, gather_rows, init_distributed, shutdown, sum_across
 from .engine import Distiller, class_weights, epoch_order, predict_proba, train_one_epoch
 from .models import classifier_keys, count_params, create_model
-from .rundir import choose_out, run_folder, writing
+from .rundir import choose_out, run_folder
 
 log = logging.getLogger("fer_edge.train")
 
