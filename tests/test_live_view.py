@@ -84,7 +84,7 @@ def read_mjpeg_parts(url: str, n: int, out: list) -> None:
 
 
 def test_live_view_in_chromium(browser, video, tmp_path):
-    run = RunProc("--source", str(video), "--serve", "127.0.0.1:0", "--loop", "25", *RUN)
+    run = RunProc("--source", str(video), "--serve", "127.0.0.1:0", "--loop", "18", *RUN)
     try:
         url = run.url()
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0/")

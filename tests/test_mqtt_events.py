@@ -141,7 +141,7 @@ def test_events_arrive_in_order_with_the_right_content(broker, sub, video, tmp_p
 
 def test_broker_restart_loses_nothing_and_never_stalls_the_loop(broker, sub, video, tmp_path):
     jl = tmp_path / "run.jsonl"
-    run = RunProc("--source", str(video), "--loop", "40", "--jsonl", str(jl), *RUN, "--mqtt",
+    run = RunProc("--source", str(video), "--loop", "20", "--jsonl", str(jl), *RUN, "--mqtt",
                   f"mqtt://127.0.0.1:{broker.port}/fer-edge")
     try:
         deadline = time.monotonic() + 30
