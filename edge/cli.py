@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .cliutil import friendly_errors, setup_logging
+from .cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
 
 CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -76,13 +76,35 @@ def demo_image() -> str:
               help="Live sources: reconnects with backoff before giving up (the budget "
                    "refills after 10 s of uninterrupted frames). A URL to a video file is "
                    "read like a file and ends at its end.")
+@click.option("--serve", metavar="HOST:PORT", default=None,
+              help="Live view in a browser at http://HOST:PORT/ (MJPEG stream, live JSON, "
+                   "/health). Use 127.0.0.1 (this device only; port 0: any free port, the URL "
+                   "is printed). WARNING: 0.0.0.0 shows the camera to everyone who can reach "
+                   "the device: set --serve-token then.")
+@click.option("--serve-token", envvar="FER_EDGE_SERVE_TOKEN", show_envvar=True, default=None,
+              help="Require this token on every --serve request (?token=... or "
+                   "Authorization: Bearer ...); 401 otherwise.")
+@click.option("--mqtt", metavar="URL", default=None,
+              help="Publish face-track events (appear, label change, disappear) and a "
+                   "heartbeat as JSON to mqtt://[user:pass@]host[:port]/topic, on "
+                   "TOPIC/DEVICE_ID, QoS 1; queued while the broker is away (needs "
+                   "fer-edge[mqtt]).")
+@click.option("--device-id", default=None, help="Device name in MQTT topics and messages "
+              "[the host name].")
+@click.option("--mqtt-heartbeat", type=click.FloatRange(0), default=10.0,
+              help="Seconds between MQTT heartbeats with FPS (0: none).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="At the end, write the timeline report (frames.csv, summary.csv/.md, "
+                   "timeline.png) into this folder, from --jsonl or from DIR/run.jsonl.")
+@click.option("--exist-ok", is_flag=True, help="--report may replace a report in its folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-image lines.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def run(camera, source, demo, model, precision, backend, providers, threads, detector,
         detector_model, detect_every, full_detect_every, detect_width, min_face, min_neighbors,
         scale_factor, max_faces, smooth, no_smooth, jsonl, save_video, display, max_frames, loop,
-        reconnect, quiet, verbose) -> None:
+        reconnect, serve, serve_token, mqtt, device_id, mqtt_heartbeat, report_dir, exist_ok,
+        quiet, verbose) -> None:
     """camera/video/images -> face detection -> crop -> classification -> tracking -> outputs.
 
     Ends at the end of a file, after --max-frames, on q/Esc in the window, or on Ctrl-C/SIGTERM
@@ -123,6 +145,8 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
         if spec.kind in ("video", "image") and Path(out).resolve() == \
                 Path(str(spec.target)).resolve():
             raise FerEdgeError(f"{option} {out}: is the source file; it would be overwritten")
+    if report_dir is not None:
+        jsonl = _report_jsonl(report_dir, jsonl, exist_ok)
     if jsonl and save_video and jsonl != "-" and Path(jsonl).resolve() == \
             Path(save_video).resolve():
         raise FerEdgeError(f"--jsonl and --save-video both name {jsonl}")
@@ -156,11 +180,16 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
         from fer_edge.edge.sources import LoopedVideo
 
         src = LoopedVideo(src, loop)
+    extra: list = []
     try:  # outputs are opened before the loop: a bad path fails before any frame
         jsonl_sink = JsonlSink(jsonl, bundle.labels, str(spec.target)
                                if spec.kind == "folder" else None) if jsonl else None
         video_sink = VideoSink(save_video, src.fps) if save_video else None
+        extra = _open_extra_sinks(serve, serve_token, mqtt, device_id, mqtt_heartbeat,
+                                  bundle.labels)
     except BaseException:
+        for sink in extra:
+            sink.close()
         src.close()
         raise
     click.echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
@@ -178,16 +207,94 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
     try:
         summary = run_loop(src, pipe, jsonl_sink, video_sink, Window() if show else None,
                            max_frames, independent_frames=spec.kind in ("image", "folder"),
-                           progress=progress)
+                           progress=progress, sinks=extra)
     finally:
         if progress is not None:
             progress.close()
     click.echo(summary.text(), err=True)
+    if report_dir is not None and summary.frames:
+        _echo_report(jsonl, report_dir, True, quiet)
     if summary.stopped_by == "signal":
         click.echo("stopped by signal; outputs closed", err=True)
         sys.exit(130)
     if not summary.frames:
         raise FerEdgeError(f"{spec.target}: no frame was read")
+
+
+def _report_jsonl(report_dir: str, jsonl: str | None, exist_ok: bool) -> str:
+    """Check --report's folder before the loop; the JSONL the report will read."""
+    from pathlib import Path
+
+    from fer_edge.edge.errors import FerEdgeError
+    from fer_edge.edge.timeline import check_out
+
+    out = Path(report_dir)
+    if jsonl == "-":
+        raise FerEdgeError("--report with --jsonl -: give --jsonl a file, or leave it out "
+                           f"(the rows are then kept in {out / 'run.jsonl'})")
+    check_out(out, exist_ok)
+    if jsonl:
+        return jsonl
+    if (out / "run.jsonl").exists() and not exist_ok:
+        raise FerEdgeError(f"{out}: already holds run.jsonl; choose another folder, or pass "
+                           "--exist-ok to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    return str(out / "run.jsonl")
+
+
+def _open_extra_sinks(serve: str | None, token: str | None, mqtt: str | None,
+                      device_id: str | None, heartbeat: float, labels: tuple[str, ...]) -> list:
+    """The live view and the MQTT publisher (runner.run's extra sinks)."""
+    import logging
+
+    sinks: list = []
+    if serve:
+        from fer_edge.edge.serve import LiveView, parse_hostport
+
+        host, port = parse_hostport(serve)
+        if host in ("0.0.0.0", "::", ""):
+            logging.getLogger(__name__).warning(
+                "--serve %s: the live view is open to every network this device is on%s", serve,
+                "" if token else "; anyone who can reach it can watch (set --serve-token)")
+        view = LiveView(host, port, token, labels)
+        sinks.append(view)
+        click.echo(f"fer-edge: serving {view.url}" + (" (token required)" if token else ""),
+                   err=True)
+    if mqtt:
+        from fer_edge.edge.mqtt_events import MqttEvents
+
+        try:
+            sinks.append(MqttEvents(mqtt, device_id, heartbeat))
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
+    return sinks
+
+
+def _echo_report(jsonl: str, out: str, exist_ok: bool, quiet: bool) -> None:
+    from fer_edge.edge.timeline import write_report
+
+    tracks = write_report(jsonl, out, exist_ok, progress=not quiet)
+    for s in tracks.values():
+        click.echo(f"track {s.track_id}: {s.first:.2f}s-{s.last:.2f}s, mostly {s.dominant} "
+                   f"({100 * s.share(s.dominant):.0f}%), {s.changes} label change(s)", err=True)
+    click.echo(f"report: {out}/timeline.png, frames.csv, summary.csv, summary.md", err=True)
+
+
+@main.command(context_settings=CTX)
+@click.argument("run_jsonl", metavar="RUN.jsonl", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for timeline.png, frames.csv, summary.csv and summary.md.")
+@click.option("--exist-ok", is_flag=True, help="Replace a report already in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def report(run_jsonl, out, exist_ok, quiet) -> None:
+    """Emotion timeline of a run: fer-edge run ... --jsonl RUN.jsonl, then this. Per track
+    (face): when it was seen, its dominant emotion, the share of time per emotion, a plot."""
+    setup_logging(False)
+    with sigterm_as_interrupt():
+        _echo_report(run_jsonl, out, exist_ok, quiet)
 
 
 class _EchoSink:

@@ -7,13 +7,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import FerEdgeError
 from .pipeline import STAGES, FrameResult, Pipeline
-from .sinks import JsonlSink, VideoSink, Window, annotate
+from .sinks import FrameSink, JsonlSink, VideoSink, Window, annotate
 from .sources import FrameSource
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,14 @@ class _Interrupted(Exception):
 def run(source: FrameSource, pipe: Pipeline, jsonl: JsonlSink | None = None,
         video: VideoSink | None = None, window: Window | None = None,
         max_frames: int | None = None, independent_frames: bool = False,
-        progress=None) -> RunSummary:
+        progress=None, sinks: Sequence[FrameSink] = ()) -> RunSummary:
     """Process frames until the source ends, ``max_frames``, q/Esc, Ctrl-C or SIGTERM.
 
     Sinks are always closed, so the video file is finalised and every JSON line is whole;
     a sink that fails to close (a video that could not be written completely) raises
-    :class:`FerEdgeError` unless another error is already on its way out.
+    :class:`FerEdgeError` unless another error is already on its way out. ``sinks`` are
+    extra outputs (live view, MQTT events) fed every frame, with the annotated frame when
+    they ask for it.
     """
     summary = RunSummary()
 
@@ -118,15 +121,19 @@ def run(source: FrameSource, pipe: Pipeline, jsonl: JsonlSink | None = None,
                 summary.last_labels = (summary.last_labels + [biggest.label])[-20:]
             if jsonl:
                 jsonl.write(r)
-            if video or window:
+            extra_img = any(s.wants_image() for s in sinks)
+            img = None
+            if video or window or extra_img:
                 dt = time.perf_counter() - t0
                 fps_ema = 1 / dt if fps_ema is None else 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
                 img = annotate(frame.image.copy(), r, fps_ema)
                 if video:
                     video.write(img)
-                if window and not window.show(img):
-                    summary.stopped_by = "user"
-                    break
+            for s in sinks:
+                s.write(r, img if extra_img else None)
+            if window and not window.show(img):
+                summary.stopped_by = "user"
+                break
             state["writing"] = False
             if state["stop"]:
                 raise _Interrupted
@@ -143,7 +150,7 @@ def run(source: FrameSource, pipe: Pipeline, jsonl: JsonlSink | None = None,
             signal.signal(s, h)
         failing = sys.exc_info()[1] is not None
         close_error = None
-        for sink in (jsonl, video, window):
+        for sink in (jsonl, video, window, *sinks):
             if sink is not None:
                 try:
                     sink.close()

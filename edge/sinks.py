@@ -13,13 +13,15 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import cv2
 import numpy as np
 
 from .errors import FerEdgeError
+from .events import SCHEMA
 from .fileio import umask_mode, write_error
 from .pipeline import FrameResult
 
@@ -62,6 +64,38 @@ def annotate(frame: np.ndarray, result: FrameResult, fps: float | None = None) -
     return out
 
 
+class FrameSink(Protocol):
+    """An extra output the runner feeds after every frame (``runner.run(..., sinks=[...])``):
+    the live view (``serve``), MQTT events (``mqtt_events``). ``wants_image`` says whether it
+    needs the annotated frame now (drawing costs time: nobody watching, nothing drawn);
+    ``write`` must return at once (no network wait); ``close`` ends it (bounded time)."""
+
+    def wants_image(self) -> bool: ...
+
+    def write(self, result: FrameResult, image: np.ndarray | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RateMeter:
+    """Frames per second over wall-clock time: an EMA of the intervals between ``tick``s."""
+
+    def __init__(self, weight: float = 0.1):
+        self.weight, self.fps, self.frames = weight, 0.0, 0
+        self.started = self._last = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        dt = max(now - self._last, 1e-6)
+        self.fps = 1 / dt if self.frames <= 1 else (1 - self.weight) * self.fps + self.weight / dt
+        self._last = now
+        self.frames += 1
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+
 class JsonlSink:
     """One JSON object per frame, flushed line by line (``-`` = stdout), so another program
     can follow the file while the loop runs.
@@ -86,8 +120,8 @@ class JsonlSink:
             raise write_error(self.path, e, option="--jsonl") from None
 
     def write(self, r: FrameResult) -> None:
-        rec = {"frame": r.index, "timestamp": round(r.timestamp, 6), "detected": r.detected,
-               "faces": [f.to_dict(self.labels) for f in r.faces],
+        rec = {"schema": SCHEMA, "frame": r.index, "timestamp": round(r.timestamp, 6),
+               "detected": r.detected, "faces": [f.to_dict(self.labels) for f in r.faces],
                "timings_ms": {k: round(v, 3) for k, v in r.timings.items()}}
         if r.path is not None:
             rec["path"] = r.path

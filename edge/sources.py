@@ -364,7 +364,7 @@ def open_source(spec: str | int | SourceSpec, **live_kw) -> FrameSource:
 
 
 class LoopedVideo(FrameSource):
-    """Replay a video file ``times`` times (frame indices keep counting)."""
+    """Replay a video file ``times`` times (frame indices and timestamps keep counting)."""
 
     def __init__(self, inner: VideoFile, times: int):
         super().__init__(inner.spec)
@@ -372,12 +372,14 @@ class LoopedVideo(FrameSource):
         self.fps, self.length = inner.fps, inner.length
 
     def __iter__(self) -> Iterator[Frame]:
-        n = 0
+        n, offset, last = 0, 0.0, 0.0
         for rep in range(self.times):
-            if rep:
+            if rep:  # timestamps keep counting too, so a timeline of the run is monotonic
                 self.inner.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                offset = last + 1 / (self.fps or 30.0)
             for f in self.inner:
-                yield Frame(n, f.image, f.timestamp, f.path)
+                last = f.timestamp + offset
+                yield Frame(n, f.image, last, f.path)
                 n += 1
             self.corrupt = self.inner.corrupt
 

@@ -20,7 +20,7 @@ def test_edge_never_imports_torch_or_timm():
     mods = [m.name for m in pkgutil.walk_packages(fer_edge.edge.__path__, "fer_edge.edge.")]
     assert "fer_edge.edge.data" in mods and "fer_edge.edge.preprocess" in mods
     loaded = _loaded_after("\n".join(f"import {m}" for m in mods))
-    assert not {"torch", "timm", "torchvision"} & loaded
+    assert not {"torch", "timm", "torchvision", "matplotlib", "paho", "selenium"} & loaded
 
 
 def test_cli_modules_import_no_heavy_libraries():
