@@ -74,10 +74,13 @@ def calibration_faces(split: Split, n: int, spec: InputSpec, seed: int = 0) -> n
 
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "percentile",
                   input_name: str = "input", percentile: float = 99.999,
-                  symmetric: bool = True) -> dict:
+                  symmetric: bool = True, per_channel: bool = True,
+                  nodes_to_exclude: list[str] | None = None) -> dict:
     """Write the QDQ INT8 model; returns the calibration record for bundle.json.
     ``symmetric=False`` is onnxruntime's default scheme (asymmetric activations, INT32
-    biases, Relus folded into zero-points): faster on onnxruntime-CPU, rejected by TensorRT."""
+    biases, Relus folded into zero-points): faster on onnxruntime-CPU, rejected by TensorRT.
+    ``per_channel=False``: one weight scale per tensor. ``nodes_to_exclude``: nodes left in
+    FP32 (what the sensitivity pass chose, export/sensitivity.py)."""
     if method not in CALIB_METHODS:
         raise FerEdgeError(f"unknown calibration method {method!r}; choose "
                            f"{', '.join(CALIB_METHODS)}")
@@ -90,7 +93,8 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "perce
     try:
         quantize_static(
             str(fp32), str(out), FaceCalibrationReader(calib, input_name),
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            nodes_to_exclude=list(nodes_to_exclude or []),
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CALIB_METHODS[method], op_types_to_quantize=QUANTIZED_OPS,
             extra_options=extra,
@@ -100,8 +104,9 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "perce
         raise FerEdgeError(f"{fp32}: INT8 quantisation ({method} calibration, {len(calib)} "
                            f"faces) failed: {e}") from None
     record = {"method": method, "images": int(len(calib)), "format": "QDQ",
-              "per_channel": True, "activations": "S8", "weights": "S8",
-              "symmetric": symmetric, "bias": "fp32" if symmetric else "int32"}
+              "per_channel": per_channel, "activations": "S8", "weights": "S8",
+              "symmetric": symmetric, "bias": "fp32" if symmetric else "int32",
+              "fp32_nodes": list(nodes_to_exclude or [])}
     if method == "percentile":
         record["percentile"] = percentile
     return record
