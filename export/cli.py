@@ -29,6 +29,10 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_int
 @click.option("--int8-scheme", type=click.Choice(["both", "symmetric", "asymmetric"]),
               default="both", help="symmetric: model.int8.onnx (TensorRT, GPU providers); "
               "asymmetric: model.int8.cpu.onnx (onnxruntime-CPU); both: the two.")
+@click.option("--int8-ops", type=click.Choice(["all", "conv", "conv-dense"]), default="all",
+              help="What runs in INT8: all (plain CNNs), conv (convolutions and matrix "
+                   "products only), conv-dense (no depthwise conv either): faster INT8 for "
+                   "depthwise/SiLU/SE networks on onnxruntime-CPU.")
 @click.option("--per-channel/--per-tensor", default=True,
               help="INT8 weight scales per output channel, or one per tensor.")
 @click.option("--sensitivity/--no-sensitivity", default=True,

@@ -46,6 +46,7 @@ class ExportOptions:
     seed: int = 0
     eval_threads: int | None = None
     per_channel: bool = True
+    int8_ops: str = "all"  # quantize.INT8_OPS: all | conv | conv-dense
     int8_scheme: str = "both"  # both | symmetric | asymmetric (INT8_VARIANTS)
     sensitivity: bool = True  # keep the worst tensors in FP32 until max_drop holds
     sensitivity_images: int = 64  # calibration faces the tensors are ranked on
@@ -291,7 +292,8 @@ def _add_int8_variant(work: Path, meta: dict, opts: ExportOptions, calib: np.nda
 
     def quantize(method: str, dest: Path, exclude: list[str] | None = None) -> dict:
         return quantize_int8(work / FP32_FILE, dest, calib, method, symmetric=symmetric,
-                             per_channel=opts.per_channel, nodes_to_exclude=exclude)
+                             per_channel=opts.per_channel, nodes_to_exclude=exclude,
+                             ops=opts.int8_ops)
 
     def accuracy(path: Path) -> dict | None:
         return evaluate(OrtBackend(path, opts.eval_threads), val, x_val) \
@@ -360,12 +362,12 @@ def _sensitivity_pass(work: Path, opts: ExportOptions, key: str, qdq: Path,
     the pass improved on ``drop``, the model file and its calibration record."""
     import onnx
 
-    from .quantize import QUANTIZED_OPS
+    from .quantize import INT8_OPS
     from .sensitivity import excluded_nodes, rank_tensors, search
     from .sensitivity import record as pass_record
 
     quantizable = {n.name for n in onnx.load(str(work / FP32_FILE)).graph.node
-                   if n.op_type in QUANTIZED_OPS and n.name}
+                   if n.op_type in INT8_OPS[opts.int8_ops] and n.name}
     x = calib[:opts.sensitivity_images]
     ranked = rank_tensors(work / FP32_FILE, qdq, x, quantized_nodes=quantizable)
     if ranked:

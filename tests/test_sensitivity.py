@@ -185,3 +185,27 @@ def test_search_without_a_solution_gives_up_after_one_trial():
     calls = []
     res = search(16, lambda k: calls.append(k) or 3.0, max_drop=1.0)
     assert not res.holds and res.k == 16 and res.drop == 3.0 and calls == [16]
+
+
+def test_int8_ops_conv_dense_leaves_elementwise_and_depthwise_in_fp32(tmp_path):
+    from fer_edge.export.onnx_export import export_onnx
+    from fer_edge.export.quantize import depthwise_convs, quantize_int8
+
+    spec = InputSpec()
+    export_onnx(create_model("mbnet_tiny").eval(), spec, tmp_path / "m.onnx")
+    calib = np.random.default_rng(0).random((16, 1, 48, 48), np.float32)
+    dw = depthwise_convs(tmp_path / "m.onnx")
+    assert len(dw) == 3  # one per MBConv block
+    runs = {}
+    for ops in ("all", "conv-dense"):
+        rec = quantize_int8(tmp_path / "m.onnx", tmp_path / f"{ops}.onnx", calib, "minmax",
+                            ops=ops)
+        assert rec["ops"] == ops and rec["fp32_nodes"] == []
+        runs[ops] = onnx.load(str(tmp_path / f"{ops}.onnx"))
+    assert all(_dequantized_inputs(runs["all"], n) for n in dw)
+    assert not any(_dequantized_inputs(runs["conv-dense"], n) for n in dw)
+    # SiLU's and SE's Mul/Add are no longer quantised: far fewer Q/DQ pairs.
+    assert len(_quantized_tensors(runs["conv-dense"])) < 0.6 * len(_quantized_tensors(runs["all"]))
+    dense = [n.name for n in runs["conv-dense"].graph.node if n.op_type == "Conv"
+             and n.name not in dw]
+    assert all(len(_dequantized_inputs(runs["conv-dense"], n)) == 2 for n in dense)
