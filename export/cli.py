@@ -80,8 +80,13 @@ def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_
                                                        trt_batch=batch, **o))
     m = meta["metrics"]
     summary = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in m.items())
+    notes = [f"{k} keeps {len(e['calibration']['fp32_nodes'])} node(s) in FP32"
+             for k, e in meta["models"].items() if e.get("calibration", {}).get("fp32_nodes")]
+    notes += [f"{k} batch-1 latency x{r:.2f} of fp32" for k, r in
+              meta.get("latency", {}).get("ratio_vs_fp32", {}).items()]
     click.echo(f"wrote bundle {meta['name']!r}: "
-               f"{', '.join(meta['models'])}" + (f"; accuracy {summary}" if summary else ""))
+               f"{', '.join(meta['models'])}" + (f"; accuracy {summary}" if summary else "")
+               + "".join(f"; {n}" for n in notes))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import cv2
 import numpy as np
@@ -125,6 +126,7 @@ def test_sensitivity_pass_keeps_the_outlier_tensor_in_fp32(broken, tmp_path):
     root, _ = broken
     r = _export(broken, tmp_path / "b")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"; int8 keeps [1-4] node\(s\) in FP32; int8 batch-1 latency x", r.stdout)
     b = load_bundle(tmp_path / "b")
     entry, metric = b.models["int8"], b.metrics["int8"]
     sens = entry["sensitivity"]
