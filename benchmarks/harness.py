@@ -22,7 +22,7 @@ from fer_edge.edge.preprocess import preprocess
 from .endtoend import LabelledFace, evaluate_end_to_end, read_labelled_images
 from .environment import environment, peak_rss_mb
 from .measure import Timing, check_video, interleaved_latency, pipeline_fps, summarize
-from .peers import check_peer, score_peer
+from .peers import MODEL_PEERS, check_peer, peer_model, score_peer
 from .report import write_all
 
 log = logging.getLogger("fer_edge.bench")
@@ -79,7 +79,7 @@ def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list
     try:
         _measure(s, bundles, results, latencies)
         _end_to_end(s, bundles, photos, results)
-        _peers(s, bundles[0], peer_python, photos, results)
+        _peers(s, bundles[0], peer_python, photos, results, latencies)
     except KeyboardInterrupt:
         results["interrupted"] = True
         log.warning("interrupted: writing the results measured so far")
@@ -168,9 +168,10 @@ def _end_to_end(s: BenchSettings, bundles: list[Bundle], photos: dict, results: 
 
 
 def _peers(s: BenchSettings, b: Bundle, python: dict[str, str], photos: dict,
-           results: dict) -> None:
+           results: dict, latencies: dict[str, np.ndarray]) -> None:
     """The peer packages on the same images: the accuracy split as face crops (classifier
-    only) and every --realworld set end to end with their own detector."""
+    only) and every --realworld set end to end with their own detector; a peer whose model
+    file can be timed alone (fer) also gets a row in the results table (:func:`_peer_row`)."""
     crops = []
     if s.data and python:
         split = _read_split(s, b)
@@ -191,6 +192,41 @@ def _peers(s: BenchSettings, b: Bundle, python: dict[str, str], photos: dict,
             row = {"model": f"{peer} {r.pop('version')}", "precision": "peer's own",
                    "data": name, "threads": s.threads[0], **r}
             results["endtoend" if task == "images" else "peers"].append(row)
+        if peer in MODEL_PEERS:
+            _peer_row(s, b, peer, exe, crops, results, latencies)
+
+
+def _peer_row(s: BenchSettings, b: Bundle, peer: str, exe: str, crops: list[LabelledFace],
+              results: dict, latencies: dict[str, np.ndarray]) -> None:
+    """The peer's model as a row beside ours (table, CSV, accuracy-vs-latency plot): its model
+    file alone in its own runtime (peer_worker.py's ``model`` task), accuracy on the --data
+    crops with its own preprocessing, batch-1 latency for each --threads (timed in the
+    peer's process, after ours)."""
+    for i, threads in enumerate(s.threads):
+        faces = crops if i == 0 else crops[:1]  # accuracy once, latency per thread count
+        with tqdm(total=len(faces), desc=f"{peer} model", unit="img", leave=False) as bar:
+            out = peer_model(peer, exe, faces, b.labels, threads, s.timing, bar)
+        if "skipped" in out:
+            results["skipped"].append(f"{peer} model: {out['skipped']}")
+            return
+        samples = np.asarray(out["latency_ms"])
+        name = f"{peer} {out['version']}"
+        row = {"model": name, "bundle": f"peer:{peer}", "arch": f"{peer}: {out['model']}",
+               "precision": "int8", "backend": out["runtime"], "params": None,
+               "labels": list(b.labels), "file_bytes": out["file_bytes"], "threads": threads,
+               "peer": True, "input": out["input"], "drop_points": None,
+               "latency_ms": {"batch1": summarize(samples)}}
+        if i == 0 and crops:
+            sc = out["score"]
+            row.update(accuracy=sc["accuracy"], macro_f1=sc["macro_f1_found"],
+                       per_class_recall=sc["per_class_recall"], images=sc["faces"],
+                       dataset=f"{s.data} [{s.split}]")
+        elif crops:
+            first = next(r for r in results["results"] if r["bundle"] == row["bundle"])
+            row.update({k: first[k] for k in ("accuracy", "macro_f1", "per_class_recall",
+                                              "images", "dataset")})
+        results["results"].append(row)
+        latencies[f"{name} int8 t{threads}"] = samples
 
 
 def _read_split(s: BenchSettings, b: Bundle) -> Split:

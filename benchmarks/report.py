@@ -57,6 +57,12 @@ def markdown(results: dict) -> str:
                    f"{_f(r['drop_points'], '+.2f')} | {_f(r['macro_f1'], '.4f')} | "
                    f"{_f(r['p50_ms'], '.3f')} | {_f(r['p90_ms'], '.3f')} | "
                    f"{_f(r['p99_ms'], '.3f')} | {tp} |")
+    if any(r.get("peer") for r in results["results"]):
+        out += ["", "A peer's row (fer): its own model file in its own runtime with its own "
+                "preprocessing (fer: TFLite, gray 64x64 in [-1, 1]) on the same face crops, "
+                "batch 1, timed in its own process after ours (not interleaved with them). The "
+                "peer-package table below runs the same crops through the package's API (fer "
+                "adds its own padding around the box)."]
     if results.get("peers"):
         out += ["", "Peer packages on the same images, each image given as one face (classifier "
                 "only):", "", "| peer | data | images | accuracy | macro-F1 | img/s | "
@@ -133,9 +139,11 @@ def plots(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Pa
         for i, (r, (x, y)) in enumerate(zip(sel, pts, strict=True)):
             below = y < ylo
             ax.scatter(x, max(y, ylo + 0.3), s=55, color=colour[r["model"]],
-                       marker="v" if below else shape.get(r["precision"], "^"),
-                       label=f"{r['model']} {r['precision']}" + (f" ({y:.1f} %)" if below
-                                                                   else ""),
+                       marker="v" if below else "*" if r.get("peer") else
+                       shape.get(r["precision"], "^"),
+                       label=f"{r['model']} {r['precision']}" + (" (peer)" if r.get("peer")
+                                                                 else "")
+                       + (f" ({y:.1f} %)" if below else ""),
                        edgecolors="black" if i in front else "none", linewidths=1.2, zorder=3)
         fr = sorted(pts[i] for i in front)
         ax.plot([p[0] for p in fr], [p[1] for p in fr], "k--", lw=0.8, label="Pareto front")

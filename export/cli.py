@@ -26,6 +26,24 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_int
 @click.option("--max-drop", type=float, default=1.0,
               help="Refuse an INT8 model losing more accuracy points than this.")
 @click.option("--force", is_flag=True, help="Keep the INT8 model even above --max-drop.")
+@click.option("--int8-scheme", type=click.Choice(["both", "symmetric", "asymmetric"]),
+              default="both", help="symmetric: model.int8.onnx (TensorRT, GPU providers); "
+              "asymmetric: model.int8.cpu.onnx (onnxruntime-CPU); both: the two.")
+@click.option("--int8-ops", type=click.Choice(["all", "conv", "conv-dense"]), default="all",
+              help="What runs in INT8: all (plain CNNs), conv (convolutions and matrix "
+                   "products only), conv-dense (no depthwise conv either): faster INT8 for "
+                   "depthwise/SiLU/SE networks on onnxruntime-CPU.")
+@click.option("--per-channel/--per-tensor", default=True,
+              help="INT8 weight scales per output channel, or one per tensor.")
+@click.option("--sensitivity/--no-sensitivity", default=True,
+              help="Above --max-drop, keep the fewest, worst tensors in FP32 until it holds "
+                   "(needs --val-data; docs/quantization.md).")
+@click.option("--sensitivity-images", type=click.IntRange(1), default=64,
+              help="Calibration faces the sensitivity pass ranks the tensors on.")
+@click.option("--max-fp32-tensors", type=click.IntRange(1), default=32,
+              help="The most tensors the sensitivity pass may keep in FP32.")
+@click.option("--latency-check/--no-latency-check", default=True,
+              help="Measure INT8 vs FP32 batch-1 latency (1 thread) into bundle.json.")
 @click.option("--trt", type=click.Choice(["fp16", "int8"]), multiple=True,
               help="Build a TensorRT engine on this machine (repeatable).")
 @click.option("--trt-batch", default="1,8,32", help="min,opt,max batch of the engine profile.")
@@ -62,8 +80,13 @@ def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_
                                                        trt_batch=batch, **o))
     m = meta["metrics"]
     summary = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in m.items())
+    notes = [f"{k} keeps {len(e['calibration']['fp32_nodes'])} node(s) in FP32"
+             for k, e in meta["models"].items() if e.get("calibration", {}).get("fp32_nodes")]
+    notes += [f"{k} batch-1 latency x{r:.2f} of fp32" for k, r in
+              meta.get("latency", {}).get("ratio_vs_fp32", {}).items()]
     click.echo(f"wrote bundle {meta['name']!r}: "
-               f"{', '.join(meta['models'])}" + (f"; accuracy {summary}" if summary else ""))
+               f"{', '.join(meta['models'])}" + (f"; accuracy {summary}" if summary else "")
+               + "".join(f"; {n}" for n in notes))
 
 
 if __name__ == "__main__":

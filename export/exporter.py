@@ -45,6 +45,13 @@ class ExportOptions:
     name: str | None = None
     seed: int = 0
     eval_threads: int | None = None
+    per_channel: bool = True
+    int8_ops: str = "all"  # quantize.INT8_OPS: all | conv | conv-dense
+    int8_scheme: str = "both"  # both | symmetric | asymmetric (INT8_VARIANTS)
+    sensitivity: bool = True  # keep the worst tensors in FP32 until max_drop holds
+    sensitivity_images: int = 64  # calibration faces the tensors are ranked on
+    max_fp32_tensors: int = 32  # the most tensors the sensitivity pass may keep in FP32
+    latency_check: bool = True  # measure INT8 vs FP32 batch-1 latency into bundle.json
 
 
 def _metric_entry(report: dict, opts: ExportOptions) -> dict:
@@ -262,25 +269,43 @@ INT8_VARIANTS = (("int8", INT8_FILE, True, "TensorRT, onnxruntime GPU providers 
 
 def _add_int8(work: Path, meta: dict, opts: ExportOptions, calib: np.ndarray,
               val: Split | None, x_val: np.ndarray | None) -> None:
+    if opts.int8_scheme not in ("both", "symmetric", "asymmetric"):
+        raise FerEdgeError(f"unknown INT8 scheme {opts.int8_scheme!r}; choose both, "
+                           "symmetric, asymmetric")
+    keys = []
     for key, file, symmetric, use in INT8_VARIANTS:
+        if opts.int8_scheme != "both" and symmetric != (opts.int8_scheme == "symmetric"):
+            continue
         _add_int8_variant(work, meta, opts, calib, val, x_val, key, file, symmetric)
         meta["models"][key]["use"] = use
+        keys.append(key)
+    if opts.latency_check:
+        meta["latency"] = _int8_latency(work, meta, keys, calib[:1])
 
 
 def _add_int8_variant(work: Path, meta: dict, opts: ExportOptions, calib: np.ndarray,
                       val: Split | None, x_val: np.ndarray | None, key: str, file: str,
                       symmetric: bool) -> None:
-    """Quantise with each calibration method asked for, keep the most accurate as ``file``."""
+    """Quantise with each calibration method asked for, keep the most accurate as ``file``;
+    above ``--max-drop``, the sensitivity pass keeps the worst tensors in FP32."""
     from .quantize import quantize_int8
+
+    def quantize(method: str, dest: Path, exclude: list[str] | None = None) -> dict:
+        return quantize_int8(work / FP32_FILE, dest, calib, method, symmetric=symmetric,
+                             per_channel=opts.per_channel, nodes_to_exclude=exclude,
+                             ops=opts.int8_ops)
+
+    def accuracy(path: Path) -> dict | None:
+        return evaluate(OrtBackend(path, opts.eval_threads), val, x_val) \
+            if val is not None else None
 
     methods = ["minmax", "entropy", "percentile"] if opts.calib_method == "auto" \
         else [opts.calib_method]
     best: tuple[float, str, dict, dict | None] | None = None
     for method in methods:
         cand = work / f"{key}-{method}.onnx"
-        record = quantize_int8(work / FP32_FILE, cand, calib, method, symmetric=symmetric)
-        rep = evaluate(OrtBackend(cand, opts.eval_threads), val, x_val) \
-            if val is not None else None
+        record = quantize(method, cand)
+        rep = accuracy(cand)
         acc = rep["accuracy"] if rep else 0.0
         if rep:
             log.info("%s (%s calibration) accuracy: %.4f", key, method, acc)
@@ -292,18 +317,112 @@ def _add_int8_variant(work: Path, meta: dict, opts: ExportOptions, calib: np.nda
             (work / f"{key}-{m}.onnx").unlink(missing_ok=True)
     if opts.calib_method == "auto":
         record["auto_tried"] = methods
+    chosen = work / f"{key}-{method}.onnx"
+    entry: dict[str, Any] = {"file": file, "calibration": record}
     if rep is not None:
-        drop = 100.0 * (meta["metrics"]["fp32"]["accuracy"] - rep["accuracy"])
-        entry = _metric_entry(rep, opts)
-        entry["drop_points"] = drop
+        fp32_acc = meta["metrics"]["fp32"]["accuracy"]
+        drop = 100.0 * (fp32_acc - rep["accuracy"])
+        if drop > opts.max_drop and opts.sensitivity:
+            log.info("%s accuracy drop %.2f points > --max-drop %s: sensitivity pass", key,
+                     drop, opts.max_drop)
+            reps: dict[Path, dict] = {}
+
+            def drop_of(path: Path) -> float:
+                reps[path] = accuracy(path)
+                return 100.0 * (fp32_acc - reps[path]["accuracy"])
+
+            found = _sensitivity_pass(work, opts, key, chosen, calib, drop,
+                                      lambda dest, exclude: quantize(method, dest, exclude),
+                                      drop_of)
+            entry["sensitivity"] = found["record"]
+            if found["path"] is not None:
+                chosen, entry["calibration"] = found["path"], found["calibration"]
+                entry["calibration"].update({k: v for k, v in record.items()
+                                             if k == "auto_tried"})
+                rep = reps[chosen]
+                drop = 100.0 * (fp32_acc - rep["accuracy"])
+        metric = _metric_entry(rep, opts)
+        metric["drop_points"] = drop
         if drop > opts.max_drop and not opts.force:
+            tried = " even with the sensitivity pass" if "sensitivity" in entry else ""
             raise FerEdgeError(f"{key} accuracy drop {drop:.2f} points exceeds --max-drop "
-                               f"{opts.max_drop}; no INT8 model written (use --force to keep "
-                               "it, or try --calib-method auto)")
-        meta["metrics"][key] = entry
-        log.info("%s accuracy drop vs FP32: %.2f points", key, drop)
-    os.replace(work / f"{key}-{method}.onnx", work / file)
-    meta["models"][key] = {"file": file, "calibration": record}
+                               f"{opts.max_drop}{tried}; no INT8 model written (use --force to "
+                               "keep it, or try --calib-method auto)")
+        meta["metrics"][key] = metric
+        log.info("%s accuracy drop vs FP32: %.2f points (%d node(s) in FP32)", key, drop,
+                 len(entry["calibration"]["fp32_nodes"]))
+    os.replace(chosen, work / file)
+    meta["models"][key] = entry
+
+
+def _sensitivity_pass(work: Path, opts: ExportOptions, key: str, qdq: Path,
+                      calib: np.ndarray, drop: float, quantize, drop_of) -> dict:
+    """Rank the quantised tensors of ``qdq`` and keep the fewest, worst in FP32 until
+    ``opts.max_drop`` holds (export/sensitivity.py). Returns the bundle.json record and, if
+    the pass improved on ``drop``, the model file and its calibration record."""
+    import onnx
+
+    from .quantize import INT8_OPS
+    from .sensitivity import excluded_nodes, rank_tensors, search
+    from .sensitivity import record as pass_record
+
+    quantizable = {n.name for n in onnx.load(str(work / FP32_FILE)).graph.node
+                   if n.op_type in INT8_OPS[opts.int8_ops] and n.name}
+    x = calib[:opts.sensitivity_images]
+    ranked = rank_tensors(work / FP32_FILE, qdq, x, quantized_nodes=quantizable)
+    if ranked:
+        log.info("%s: %d quantised tensors ranked on %d faces; worst %s (%.1f dB)", key,
+                 len(ranked), len(x), ranked[0].tensor, ranked[0].sqnr_db)
+    trials: dict[int, tuple[Path, dict]] = {}
+
+    def trial(k: int) -> float:
+        path = work / f"{key}-fp32x{k}.onnx"
+        trials[k] = (path, quantize(path, excluded_nodes(ranked, k)))
+        return drop_of(path)
+
+    n = min(len(ranked), opts.max_fp32_tensors)
+    if n == 0:
+        return {"record": {"ranked_on_images": len(x), "holds": False,
+                           "note": "no quantised tensor to keep in FP32"},
+                "path": None, "calibration": None}
+    result = search(n, trial, opts.max_drop)
+    for k, (path, _) in trials.items():
+        if k != result.k or result.drop >= drop:
+            path.unlink(missing_ok=True)
+    improved = result.drop < drop
+    if improved:
+        qdq.unlink(missing_ok=True)
+    log.info("%s: sensitivity pass %s with %d tensor(s) in FP32: drop %.2f points", key,
+             "holds" if result.holds else "does NOT hold", result.k, result.drop)
+    return {"record": pass_record(ranked, result, len(x), drop),
+            "path": trials[result.k][0] if improved else None,
+            "calibration": trials[result.k][1] if improved else None}
+
+
+def _int8_latency(work: Path, meta: dict, keys: list[str], face: np.ndarray) -> dict:
+    """The rule "INT8 no slower than FP32", measured: batch-1 latency of each model on one
+    onnxruntime-CPU thread, interleaved (benchmarks/measure.py) so machine noise hits all."""
+    from fer_edge.benchmarks.measure import Timing, interleaved_latency
+
+    names = ["fp32", *keys]
+    fns = {}
+    for k in names:
+        backend = OrtBackend(work / meta["models"][k]["file"], threads=1, spin=False)
+        fns[k] = lambda b=backend: b(face)
+    ms = interleaved_latency(fns, Timing(warmup_s=0.3, min_runs=100, min_seconds=1.0))
+    p50 = {k: round(float(np.percentile(v, 50)), 4) for k, v in ms.items()}
+    ratio = {k: round(p50[k] / p50["fp32"], 3) for k in keys}
+    for k in keys:
+        if ratio[k] > LATENCY_TOLERANCE:
+            log.warning("%s is slower than FP32 on this CPU: %.3f vs %.3f ms batch-1 (x%.2f)",
+                        k, p50[k], p50["fp32"], ratio[k])
+    return {"device": "onnxruntime CPU", "threads": 1, "batch": 1, "p50_ms": p50,
+            "ratio_vs_fp32": ratio, "tolerance": LATENCY_TOLERANCE,
+            "int8_no_slower": {k: ratio[k] <= LATENCY_TOLERANCE for k in keys}}
+
+
+# "No slower" allows this much measurement noise (a shared CPU varies by a few per cent).
+LATENCY_TOLERANCE = 1.05
 
 
 def _add_engines(out: Path, meta: dict, opts: ExportOptions, spec: InputSpec) -> None:

@@ -39,6 +39,21 @@ CALIB_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMetho
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool",
                  "Add", "Mul", "Relu", "Clip", "Concat", "Flatten", "Reshape", "Transpose",
                  "Slice", "Resize"]
+# --int8-ops: what runs in INT8. "all" suits plain CNNs (onnxruntime fuses Conv-Relu-MaxPool
+# chains); in depthwise/SiLU/SE networks every quantised Mul/Add of SiLU and SE costs a
+# DequantizeLinear/QuantizeLinear pair and onnxruntime-CPU's INT8 depthwise conv is slow, so
+# "conv" (convolutions and matrix products only) and "conv-dense" (no depthwise conv either)
+# trade INT8 coverage for speed (docs/quantization.md has the measurements).
+INT8_OPS = {"all": QUANTIZED_OPS, "conv": ["Conv", "Gemm", "MatMul"],
+            "conv-dense": ["Conv", "Gemm", "MatMul"]}
+
+
+def depthwise_convs(model_path: Path) -> list[str]:
+    """Names of the grouped (depthwise) Conv nodes: left in FP32 by ``--int8-ops conv-dense``."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
 
 
 def equal_batch(n: int, most: int = 32) -> int:
@@ -74,13 +89,20 @@ def calibration_faces(split: Split, n: int, spec: InputSpec, seed: int = 0) -> n
 
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "percentile",
                   input_name: str = "input", percentile: float = 99.999,
-                  symmetric: bool = True) -> dict:
+                  symmetric: bool = True, per_channel: bool = True,
+                  nodes_to_exclude: list[str] | None = None, ops: str = "all") -> dict:
     """Write the QDQ INT8 model; returns the calibration record for bundle.json.
     ``symmetric=False`` is onnxruntime's default scheme (asymmetric activations, INT32
-    biases, Relus folded into zero-points): faster on onnxruntime-CPU, rejected by TensorRT."""
+    biases, Relus folded into zero-points): faster on onnxruntime-CPU, rejected by TensorRT.
+    ``per_channel=False``: one weight scale per tensor. ``nodes_to_exclude``: nodes left in
+    FP32 (what the sensitivity pass chose, export/sensitivity.py). ``ops``: a key of
+    :data:`INT8_OPS`, which operators run in INT8."""
     if method not in CALIB_METHODS:
         raise FerEdgeError(f"unknown calibration method {method!r}; choose "
                            f"{', '.join(CALIB_METHODS)}")
+    if ops not in INT8_OPS:
+        raise FerEdgeError(f"unknown --int8-ops {ops!r}; choose {', '.join(INT8_OPS)}")
+    dense = depthwise_convs(fp32) if ops == "conv-dense" else []
     # ActivationSymmetric: zero-points 0 (TensorRT is symmetric-only) and the Relus kept.
     # QuantizeBias=False: FP32 biases (no DequantizeLinear fed by INT32).
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
@@ -90,9 +112,10 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "perce
     try:
         quantize_static(
             str(fp32), str(out), FaceCalibrationReader(calib, input_name),
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            nodes_to_exclude=[*dense, *(nodes_to_exclude or [])],
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CALIB_METHODS[method], op_types_to_quantize=QUANTIZED_OPS,
+            calibrate_method=CALIB_METHODS[method], op_types_to_quantize=INT8_OPS[ops],
             extra_options=extra,
         )
     except Exception as e:
@@ -100,8 +123,11 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "perce
         raise FerEdgeError(f"{fp32}: INT8 quantisation ({method} calibration, {len(calib)} "
                            f"faces) failed: {e}") from None
     record = {"method": method, "images": int(len(calib)), "format": "QDQ",
-              "per_channel": True, "activations": "S8", "weights": "S8",
-              "symmetric": symmetric, "bias": "fp32" if symmetric else "int32"}
+              "per_channel": per_channel, "activations": "S8", "weights": "S8",
+              "symmetric": symmetric, "bias": "fp32" if symmetric else "int32",
+              "ops": ops, "fp32_nodes": list(nodes_to_exclude or [])}
+    if dense:
+        record["fp32_depthwise"] = len(dense)
     if method == "percentile":
         record["percentile"] = percentile
     return record

