@@ -120,6 +120,9 @@ class FrameSource:
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
 
+    def interrupt(self) -> None:
+        """Make an iteration blocked in this source return soon (another thread's)."""
+
     def close(self) -> None:
         pass
 
@@ -337,10 +340,13 @@ class LiveCapture(FrameSource):
             yield Frame(i, img, ts)
             i += 1
 
-    def close(self) -> None:
+    def interrupt(self) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+
+    def close(self) -> None:
+        self.interrupt()
         self._thread.join(timeout=2.0)
         self.cap.release()
 
@@ -380,6 +386,9 @@ class LoopedVideo(FrameSource):
                 yield Frame(n, f.image, f.timestamp, f.path)
                 n += 1
             self.corrupt = self.inner.corrupt
+
+    def interrupt(self) -> None:
+        self.inner.interrupt()
 
     def close(self) -> None:
         self.inner.close()
