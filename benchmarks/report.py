@@ -97,14 +97,16 @@ def pipeline_table(results: dict) -> list[str]:
     """The loop on --video: ours next to `fer`'s own loop (when measured), FPS per stream."""
     rows = results["pipeline"]
     peer = next((p for p in rows if p.get("peer")), None)
-    lines = [f"Pipeline on {results['settings']['video']} (FPS per stream; load = 1-min load "
-             "average when the row ended):", "",
+    lines = [f"Pipeline on {results['settings']['video']} (FPS per stream; x fer: our FPS per "
+             "stream over fer's own loop; load: 1-min load average when the row ended; stage "
+             "times: mean ms per frame, decode on the reader thread, classify the batched call "
+             "a frame took part in):", "",
              "| model | config | streams | frames | faces found | FPS | x fer | ends | load "
-             "| decode p50 | wait p50 | detect p50 | crop p50 | classify p50 | track p50 |",
+             "| decode | wait | detect | crop | classify | track |",
              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for p in rows:
         st = p["stage_ms"]
-        cells = " | ".join(_f(st.get(s, {}).get("p50"), ".3f")
+        cells = " | ".join(_f(st.get(s, {}).get("mean"), ".3f")
                            for s in ("decode", "wait", "detect", "crop", "classify", "track"))
         fps = p.get("fps_per_stream") or [p["fps"]]
         fps_txt = f"{min(fps):.1f}" if len(fps) == 1 else f"{min(fps):.1f}-{max(fps):.1f}"

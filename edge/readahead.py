@@ -32,7 +32,7 @@ class ReadAhead:
     def __init__(self, source: FrameSource, depth: int = DEPTH,
                  ready: threading.Event | None = None, name: str = "fer-edge-decode"):
         self.source = source
-        self.newest_only = source.spec.live
+        self.newest_only = source.newest_only
         self.depth = 1 if self.newest_only else max(1, depth)
         self.ready = ready or threading.Event()
         self.ended = False

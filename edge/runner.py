@@ -54,7 +54,8 @@ class RunSummary:
         for s, v in self.stage_ms.items():
             if v:
                 a = np.asarray(v)
-                out[s] = {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90))}
+                out[s] = {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+                          "mean": float(a.mean())}
         return out
 
     def text(self) -> str:

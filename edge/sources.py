@@ -107,7 +107,10 @@ def parse_source(spec: str | int) -> SourceSpec:
 
 class FrameSource:
     """Iterate frames; ``dropped`` and ``corrupt`` count what was lost, ``bad`` names the
-    files skipped."""
+    files skipped. ``newest_only``: a live source, where a late frame is worth less than the
+    next one (a file, even behind a URL, keeps every frame)."""
+
+    newest_only = False
 
     def __init__(self, spec: SourceSpec):
         self.spec = spec
@@ -257,6 +260,8 @@ class LiveCapture(FrameSource):
     A failed read costs one of ``max_retries`` reconnects (with exponential backoff); the
     budget is refilled only after ``stable_s`` seconds of uninterrupted frames, so a stream
     that delivers a few frames between failures still gives up."""
+
+    newest_only = True
 
     def __init__(self, spec: SourceSpec, max_retries: int = 5, read_timeout: float = 2.0,
                  stable_s: float = 10.0, cap: cv2.VideoCapture | None = None):

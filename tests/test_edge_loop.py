@@ -141,6 +141,25 @@ def test_file_frames_are_all_delivered_in_order(tmp_path):
     assert expected == 80 and levels == list(range(80)) * 2 and reader.dropped == 0
 
 
+def test_live_source_keeps_only_the_newest_frame(video):
+    """A stream faster than its consumer: frames are dropped (and counted), never queued up;
+    its end (no reconnect allowed) is raised after the frames before it."""
+    from fer_edge.edge.errors import FerEdgeError
+
+    src = LiveCapture(SourceSpec("url", str(video)), max_retries=0, read_timeout=0.5)
+    reader = ReadAhead(src)
+    stamps = []
+    with pytest.raises(FerEdgeError, match="no frames after 0 reconnect"):
+        while not reader.ended:
+            got = reader.get(timeout=1.0)
+            if got is not None:
+                stamps.append(got[0].timestamp)
+                time.sleep(0.05)
+    reader.close()
+    assert stamps == sorted(stamps) and 1 <= len(stamps) < 71
+    assert len(stamps) + src.dropped + reader.dropped <= 71 and src.dropped + reader.dropped > 0
+
+
 def test_run_counts_every_file_frame_and_reports_queue_wait(video, bundle, classifier,
                                                             tmp_path):
     out = tmp_path / "o.jsonl"
