@@ -11,6 +11,7 @@ raised, as it always was.
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import sys
 import threading
@@ -28,6 +29,35 @@ from .sources import FrameSource
 log = logging.getLogger(__name__)
 
 
+class StageTimes:
+    """One stage's times over a run in bounded memory: the exact mean, and p50/p90 over a
+    uniform sample of at most ``keep`` frames (reservoir sampling), so that a run of days
+    (or of four streams) does not grow with every frame."""
+
+    def __init__(self, keep: int = 4096, seed: int = 0):
+        self.n, self.total, self.keep = 0, 0.0, keep
+        self._buf = np.empty(keep)
+        self._rng = random.Random(seed)
+
+    def add(self, ms: float) -> None:
+        if self.n < self.keep:
+            self._buf[self.n] = ms
+        else:
+            j = self._rng.randrange(self.n + 1)
+            if j < self.keep:
+                self._buf[j] = ms
+        self.n += 1
+        self.total += ms
+
+    def __len__(self) -> int:
+        return self.n
+
+    def stats(self) -> dict[str, float]:
+        a = self._buf[:min(self.n, self.keep)]
+        return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+                "mean": self.total / self.n}
+
+
 @dataclass
 class RunSummary:
     name: str = ""  # the stream (its source), in a run of several
@@ -40,7 +70,8 @@ class RunSummary:
     faces_over_limit: int = 0  # faces found but not classified (beyond max_faces)
     seconds: float = 0.0
     stopped_by: str | None = None  # "signal", "user" or None (source ended / max frames)
-    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    stage_ms: dict[str, StageTimes] = field(default_factory=lambda: {s: StageTimes()
+                                                                        for s in STAGES})
     last_labels: list[str] = field(default_factory=list)  # label of the largest face per frame
     classified: int = 0  # faces classified (the others carried their probabilities over)
     failed: str | None = None  # the error that ended this stream early (others continued)
@@ -50,13 +81,7 @@ class RunSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def percentiles(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for s, v in self.stage_ms.items():
-            if v:
-                a = np.asarray(v)
-                out[s] = {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-                          "mean": float(a.mean())}
-        return out
+        return {s: v.stats() for s, v in self.stage_ms.items() if len(v)}
 
     def text(self) -> str:
         lines = [f"frames {self.frames}  with faces {self.frames_with_faces}  faces {self.faces}"
@@ -261,7 +286,7 @@ def _classify(pending: list[PendingFrame]) -> list[FrameResult]:
 
 def _count(summary: RunSummary, r: FrameResult) -> None:
     for s in STAGES:
-        summary.stage_ms[s].append(r.timings.get(s, 0.0))
+        summary.stage_ms[s].add(r.timings.get(s, 0.0))
     summary.frames += 1
     summary.faces += len(r.faces)
     summary.classified += sum(f.classified for f in r.faces)
