@@ -123,6 +123,12 @@ class Pipeline:
     raises :class:`BadFrame`. At most ``max_faces`` faces (the largest) are classified per
     frame; the others are counted in ``FrameResult.faces_over_limit`` and logged once. A
     frame of another size than the previous one starts afresh (as :meth:`reset`).
+
+    A tracked face is classified when it is new, every ``classify_every`` frames, when its
+    box overlaps its box at the last classification less than ``reclassify_iou``, or when its
+    smoothed top score is below ``reclassify_score``; otherwise its smoothed probabilities
+    carry over (``FaceResult.classified`` is False). ``classify_every=1``: every face on
+    every frame.
     """
 
     def __init__(self, bundle: Bundle | str | None = None, precision: str = "int8",
@@ -135,10 +141,11 @@ class Pipeline:
                  reclassify_score: float = RECLASSIFY_SCORE):
         if max_faces < 1:
             raise FerEdgeError(f"max_faces={max_faces}: must be at least 1")
-        if classify_every < 1:
-            raise FerEdgeError(f"classify_every={classify_every}: must be at least 1 (1: "
+        if not isinstance(classify_every, int) or classify_every < 1:
+            raise FerEdgeError(f"classify_every={classify_every!r}: a whole number >= 1 (1: "
                                "every tracked face on every frame)")
-        if not 0 <= reclassify_iou <= 1 or not 0 <= reclassify_score <= 1:
+        if not all(isinstance(v, (int, float)) and 0 <= v <= 1
+                   for v in (reclassify_iou, reclassify_score)):
             raise FerEdgeError(f"reclassify_iou={reclassify_iou}, reclassify_score="
                                f"{reclassify_score}: both must be in [0, 1]")
         if smooth is not None and not 0 < smooth <= 1:
