@@ -56,6 +56,13 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("--video", type=click.Path(), default=None,
               help="Also measure the edge loop on this video (and the naive loop).")
 @click.option("--video-loops", type=click.IntRange(1), default=10)
+@click.option("--video-streams", default="1,2,4",
+              help="Also run this many copies of --video at once in one loop (comma list; FPS "
+                   "per stream). With --peers fer, fer's own loop is measured on --video too.")
+@click.option("--soak-seconds", type=click.FloatRange(0), default=0.0,
+              help="Also run --soak-streams looped copies of --video this long, sampling RSS "
+                   "(memory flat over a long run; 600 for the 10-minute check).")
+@click.option("--soak-streams", type=click.IntRange(1), default=4)
 @click.option("--realworld", multiple=True, type=click.Path(),
               help="Labelled uncropped photos, end to end (repeatable): a folder of class "
                    "folders (the largest face per image) or a CSV image,x1,y1,x2,y2,label "
@@ -81,8 +88,9 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def main(models, data, split, precision, backend, batch_sizes, threads, video, video_loops,
-         realworld, peers, peer_python, warmup_s, min_runs, min_seconds, limit, out,
-         compare_to, max_acc_drop, max_latency_rise, verbose) -> None:
+         video_streams, soak_seconds, soak_streams, realworld, peers, peer_python, warmup_s,
+         min_runs, min_seconds, limit, out, compare_to, max_acc_drop, max_latency_rise,
+         verbose) -> None:
     """Benchmark model bundles side by side; writes results.json, results.csv, report.md and
     plots to --out. Ctrl-C writes what was measured so far."""
     setup_logging(verbose)
@@ -98,7 +106,10 @@ def main(models, data, split, precision, backend, batch_sizes, threads, video, v
         backends=_csv_list(backend, "--backend", BACKENDS),
         batch_sizes=_positive_ints(batch_sizes, "--batch-sizes"),
         threads=_positive_ints(threads, "--threads"),
-        video=video, video_loops=video_loops, realworld=list(realworld), limit=limit,
+        video=video, video_loops=video_loops,
+        video_streams=_positive_ints(video_streams, "--video-streams"),
+        soak_seconds=soak_seconds, soak_streams=soak_streams, realworld=list(realworld),
+        limit=limit,
         peers=_csv_list(peers, "--peers", PEERS) if peers else [], peer_python=peer_python,
         timing=Timing(warmup_s, min_runs, min_seconds))
     old = load_results(compare_to) if compare_to else None  # fail early on a bad file

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from fer_edge.edge.preprocess import preprocess
 
 from .endtoend import LabelledFace, evaluate_end_to_end, read_labelled_images
 from .environment import environment, peak_rss_mb
-from .measure import Timing, check_video, interleaved_latency, pipeline_fps, summarize
-from .peers import MODEL_PEERS, check_peer, peer_model, score_peer
+from .measure import Timing, check_video, interleaved_latency, pipeline_fps, soak, summarize
+from .peers import MODEL_PEERS, check_peer, peer_model, run_peer, score_peer
 from .report import write_all
 
 log = logging.getLogger("fer_edge.bench")
@@ -40,6 +41,9 @@ class BenchSettings:
     threads: list[int] = field(default_factory=lambda: [1, 2])
     video: str | None = None
     video_loops: int = 10
+    video_streams: list[int] = field(default_factory=lambda: [1, 2, 4])  # copies at once
+    soak_seconds: float = 0.0  # > 0: RSS over a run of soak_streams looped copies of --video
+    soak_streams: int = 4
     realworld: list[str] = field(default_factory=list)  # labelled uncropped photos
     limit: int | None = None
     timing: Timing = field(default_factory=Timing)
@@ -72,12 +76,13 @@ def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list
         "command": command, "environment": environment(),
         "settings": {**asdict(s), "models": [str(b.path) for b in bundles],
                      "ort_thread_spinning": False},
-        "results": [], "skipped": [], "pipeline": [], "endtoend": [], "peers": [],
+        "results": [], "skipped": [], "pipeline": [], "endtoend": [], "peers": [], "soak": None,
         "interrupted": False,
     }
     latencies: dict[str, np.ndarray] = {}
     try:
         _measure(s, bundles, results, latencies)
+        _pipelines(s, bundles, peer_python, results)
         _end_to_end(s, bundles, photos, results)
         _peers(s, bundles[0], peer_python, photos, results, latencies)
     except KeyboardInterrupt:
@@ -141,14 +146,43 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
             _row_for(results, row, t)
     for threads in s.threads:
         _latency(s, bundles, rows, threads, results, latencies)
-    if s.video:
-        for b, name in zip(bundles, _names(bundles), strict=True):
-            prec = "int8" if "int8" in b.models else "fp32"
-            for naive in (False, True):
-                log.info("pipeline %s on %s (%s)", name, s.video, "naive" if naive else prec)
-                p = pipeline_fps(b, prec, s.video, naive, threads=s.threads[0],
-                                 loops=s.video_loops)
-                results["pipeline"].append({"model": name, "threads": s.threads[0], **p})
+
+
+def _pipelines(s: BenchSettings, bundles: list[Bundle], python: dict[str, str],
+               results: dict) -> None:
+    """The loop on --video: ours (default and naive settings), `fer`'s own loop right after
+    ours when --peers fer is given, several copies of the video at once, and the soak."""
+    if not s.video:
+        return
+    for b, name in zip(bundles, _names(bundles), strict=True):
+        prec = "int8" if "int8" in b.models else "fp32"
+        runs = [(False, 1), (True, 1)] + [(False, n) for n in s.video_streams if n != 1]
+        for naive, streams in runs:
+            log.info("pipeline %s on %s (%s, %d stream(s))", name, s.video,
+                     "naive" if naive else prec, streams)
+            p = pipeline_fps(b, prec, s.video, naive, threads=s.threads[0],
+                             loops=s.video_loops, streams=streams)
+            results["pipeline"].append({"model": name, "threads": s.threads[0], **p})
+            if not naive and streams == 1 and b is bundles[0] and "fer" in python:
+                log.info("fer's own loop on %s", s.video)
+                out = run_peer("fer", python["fer"], "video", [s.video], s.threads[0],
+                               s.video_loops)
+                labels = [x for x in out["labels"] if x is not None]
+                results["pipeline"].append({
+                    "model": f"fer {out['version']}", "peer": True, "threads": s.threads[0],
+                    "config": "fer's own loop: FER(mtcnn=False).detect_emotions per frame",
+                    "precision": "peer's own", "streams": 1, "frames": out["frames"],
+                    "loops": s.video_loops,
+                    "frames_with_faces": sum(x is not None for x in out["labels"]),
+                    "fps": out["frames"] / out["seconds"] if out["seconds"] else 0.0,
+                    "seconds": out["seconds"], "stage_ms": {}, "last_labels": labels[-20:],
+                    "ends": [labels[-1] if labels else None], "load_avg": os.getloadavg()[0]})
+    if s.soak_seconds > 0:
+        b = bundles[0]
+        log.info("soak: %d looped copies of %s for %.0f s", s.soak_streams, s.video,
+                 s.soak_seconds)
+        results["soak"] = soak(b, "int8" if "int8" in b.models else "fp32", s.video,
+                               s.soak_streams, s.soak_seconds, threads=s.threads[0])
 
 
 def _end_to_end(s: BenchSettings, bundles: list[Bundle], photos: dict, results: dict) -> None:

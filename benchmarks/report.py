@@ -73,17 +73,14 @@ def markdown(results: dict) -> str:
                        f"{e['accuracy']:.4f} | {e['macro_f1_found']:.4f} | "
                        f"{e['images_per_s']:.1f} | {rec} |")
     if results.get("pipeline"):
-        out += ["", f"Pipeline on {results['settings']['video']}:", "",
-                "| model | config | frames | faces found | FPS | decode p50 | detect p50 | "
-                "crop p50 | classify p50 | track p50 |", "|---|---|---:|---:|---:|---:|---:|"
-                "---:|---:|---:|"]
-        for p in results["pipeline"]:
-            st = p["stage_ms"]
-            cells = " | ".join(_f(st.get(s, {}).get("p50"), ".3f")
-                               for s in ("decode", "detect", "crop", "classify", "track"))
-            out.append(f"| {p['model']} | {p['config']} | {p['frames']} | "
-                       f"{100 * p['frames_with_faces'] / max(1, p['frames']):.1f}% | "
-                       f"{p['fps']:.1f} | {cells} |")
+        out += ["", *pipeline_table(results)]
+    if results.get("soak"):
+        sk = results["soak"]
+        trend = ", ".join(f"{t:.0f}s {mb:.0f}" for t, mb in sk["rss_mb"])
+        out += ["", f"Soak: {sk['streams']} looped streams for {sk['seconds']:.0f} s, "
+                f"{min(sk['fps_per_stream']):.1f}-{max(sk['fps_per_stream']):.1f} FPS per "
+                f"stream, load {sk['load_avg']:.1f}: RSS MB {trend}; drift "
+                f"{sk['drift_pct']:+.1f} % (after the first sample)."]
     if results.get("endtoend"):
         out += ["", "End to end on labelled photos (detect -> crop -> classify; a face not "
                 "found counts as wrong):", "",
@@ -100,6 +97,36 @@ def markdown(results: dict) -> str:
     out.append(f"\nPeak RSS {results['peak_rss_mb']:.0f} MB."
                + (" **Interrupted: partial results.**" if results.get("interrupted") else ""))
     return "\n".join(out) + "\n"
+
+
+def pipeline_table(results: dict) -> list[str]:
+    """The loop on --video: ours next to `fer`'s own loop (when measured), FPS per stream."""
+    rows = results["pipeline"]
+    peer = next((p for p in rows if p.get("peer")), None)
+    lines = [f"Pipeline on {results['settings']['video']} (FPS per stream; x fer: our FPS per "
+             "stream over fer's own loop; load: 1-min load average when the row ended; stage "
+             "times: mean ms per frame, decode on the reader thread, classify the batched call "
+             "a frame took part in):", "",
+             "| model | config | streams | frames | faces found | FPS | x fer | ends | load "
+             "| decode | wait | detect | crop | classify | track |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in rows:
+        st = p["stage_ms"]
+        cells = " | ".join(_f(st.get(s, {}).get("mean"), ".3f")
+                           for s in ("decode", "wait", "detect", "crop", "classify", "track"))
+        fps = p.get("fps_per_stream") or [p["fps"]]
+        fps_txt = f"{min(fps):.1f}" if len(fps) == 1 else f"{min(fps):.1f}-{max(fps):.1f}"
+        ratio = f"{min(fps) / peer['fps']:.1f}x" if peer and peer["fps"] and p is not peer \
+            else "–"
+        ends = ", ".join(str(e) for e in p.get("ends", [])) or "–"
+        load = p.get("load_avg")
+        lines.append(f"| {p['model']} | {p['config']} | {p.get('streams', 1)} | {p['frames']} "
+                     f"| {100 * p['frames_with_faces'] / max(1, p['frames']):.1f}% | "
+                     f"{fps_txt} | {ratio} | {ends} | {_f(load, '.1f')} | {cells} |")
+    if peer is None:
+        lines += ["", "`fer`'s own loop was not measured (give --peers fer and --peer-python "
+                  "of an environment with the fer package)."]
+    return lines
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:

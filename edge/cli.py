@@ -31,9 +31,10 @@ def demo_image() -> str:
 
 @main.command(context_settings=CTX)
 @click.option("--camera", type=str, default=None, help="Camera index or /dev/videoN.")
-@click.option("--source", type=str, default=None,
+@click.option("--source", "sources", type=str, multiple=True,
               help="Video file, image, folder of images, rtsp/http URL, csi://N (Jetson) or a "
-                   "GStreamer pipeline ending in appsink.")
+                   "GStreamer pipeline ending in appsink. Repeat for several streams in one "
+                   "process (one batched classifier call per tick; the window tiles them).")
 @click.option("--demo", is_flag=True, help="Run on a public-domain sample portrait.")
 @click.option("--model", type=click.Path(), default=None,
               help="Model bundle folder [the bundle shipped in the package].")
@@ -61,6 +62,13 @@ def demo_image() -> str:
 @click.option("--scale-factor", type=click.FloatRange(1.01, 2.0), default=1.1,
               help="Haar scaleFactor.")
 @click.option("--max-faces", type=click.IntRange(1), default=8)
+@click.option("--classify-every", type=click.IntRange(1), default=None,
+              help="Re-classify a tracked face every K frames (and when it is new, moved or "
+                   "unsure); in between its smoothed probabilities carry over. 1: every face "
+                   "on every frame [3, measured: docs/architecture.md].")
+@click.option("--reclassify-iou", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Re-classify a face whose box overlaps its box at the last classification "
+                   "less than this (IoU) [0.7].")
 @click.option("--smooth", type=click.FloatRange(0.01, 1.0), default=0.3,
               help="EMA weight of the newest probabilities per track.")
 @click.option("--no-smooth", is_flag=True, help="Raw per-frame probabilities.")
@@ -100,11 +108,11 @@ def demo_image() -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-image lines.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
-def run(camera, source, demo, model, precision, backend, providers, threads, detector,
+def run(camera, sources, demo, model, precision, backend, providers, threads, detector,
         detector_model, detect_every, full_detect_every, detect_width, min_face, min_neighbors,
-        scale_factor, max_faces, smooth, no_smooth, jsonl, save_video, display, max_frames, loop,
-        reconnect, serve, serve_token, mqtt, device_id, mqtt_heartbeat, report_dir, exist_ok,
-        quiet, verbose) -> None:
+        scale_factor, max_faces, classify_every, reclassify_iou, smooth, no_smooth, jsonl,
+        save_video, display, max_frames, loop, reconnect, serve, serve_token, mqtt, device_id,
+        mqtt_heartbeat, report_dir, exist_ok, quiet, verbose) -> None:
     """camera/video/images -> face detection -> crop -> classification -> tracking -> outputs.
 
     Ends at the end of a file, after --max-frames, on q/Esc in the window, or on Ctrl-C/SIGTERM
@@ -114,10 +122,9 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
     from pathlib import Path
 
     from fer_edge.edge.bundle import load_bundle
-    from fer_edge.edge.detect import make_detector
     from fer_edge.edge.errors import FerEdgeError
     from fer_edge.edge.pipeline import Pipeline
-    from fer_edge.edge.runner import run as run_loop
+    from fer_edge.edge.runner import Stream, run_streams, streams_text
     from fer_edge.edge.sinks import (
         JsonlSink,
         VideoSink,
@@ -125,27 +132,33 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
         check_output,
         display_available,
     )
-    from fer_edge.edge.sources import open_source, parse_source, quiet_opencv
+    from fer_edge.edge.sources import LoopedVideo, open_source, parse_source, quiet_opencv
 
     quiet_opencv(verbose)
-    chosen = [x for x in (camera, source, demo_image() if demo else None) if x is not None]
-    if len(chosen) != 1:
-        raise FerEdgeError("give exactly one of --camera N, --source PATH_OR_URL or --demo")
-    spec = parse_source(chosen[0])
-    if camera is not None and spec.kind != "camera":
+    chosen = [x for x in (camera, *sources, demo_image() if demo else None) if x is not None]
+    if not chosen or (len(chosen) > 1 and (camera is not None or demo)):
+        raise FerEdgeError("give exactly one of --camera N, --source PATH_OR_URL (repeatable) "
+                           "or --demo")
+    specs = [parse_source(c) for c in chosen]
+    if camera is not None and specs[0].kind != "camera":
         raise FerEdgeError(f"--camera {camera!r}: expected an index or /dev/videoN")
-    if loop > 1 and spec.kind != "video":
-        raise FerEdgeError(f"--loop {loop}: only a video file can be replayed; the source is "
-                           f"a {spec.kind}")
-    for option, out in (("--jsonl", jsonl if jsonl != "-" else None),
-                        ("--save-video", save_video)):
-        if out is None:
-            continue
-        check_output(out, option)
-        if spec.kind in ("video", "image") and Path(out).resolve() == \
-                Path(str(spec.target)).resolve():
-            raise FerEdgeError(f"{option} {out}: is the source file; it would be overwritten")
+    for spec in specs:
+        if loop > 1 and spec.kind != "video":
+            raise FerEdgeError(f"--loop {loop}: only a video file can be replayed; the source "
+                               f"{spec.target} is a {spec.kind}")
+        for option, out in (("--jsonl", jsonl if jsonl != "-" else None),
+                            ("--save-video", save_video)):
+            if out is None:
+                continue
+            check_output(out, option)
+            if spec.kind in ("video", "image") and Path(out).resolve() == \
+                    Path(str(spec.target)).resolve():
+                raise FerEdgeError(f"{option} {out}: is the source file; it would be "
+                                   "overwritten")
     if report_dir is not None:
+        if len(specs) > 1:
+            raise FerEdgeError("--report takes one source (track ids are per stream); run "
+                               "fer-edge report on each stream's own --jsonl")
         jsonl = _report_jsonl(report_dir, jsonl, exist_ok)
     if jsonl and save_video and jsonl != "-" and Path(jsonl).resolve() == \
             Path(save_video).resolve():
@@ -157,68 +170,92 @@ def run(camera, source, demo, model, precision, backend, providers, threads, det
             raise FerEdgeError(f"{bundle.path}: no TensorRT engine in this bundle; build one "
                                "with fer-export --trt fp16|int8 on this device")
         precision, backend = engines[0], "tensorrt"
-    if detect_width is None:  # measured on sfew_frames: docs/realworld.md
-        from fer_edge.edge.detect import default_detect_width
-
-        detect_width = default_detect_width(spec.kind in ("image", "folder"))
-    if detect_width and detect_width < 2 * min_face:
-        raise FerEdgeError(f"--detect-width {detect_width}: too small to find faces of "
-                           f"--min-face {min_face} px; use at least {2 * min_face} (or 0: "
-                           "full size)")
-    det_kw = {"min_size": min_face, "min_neighbors": min_neighbors,
-              "scale_factor": scale_factor} if detector == "haar" else {}
-    det = make_detector(detector, detector_model, detect_width or None, **det_kw)
-    pipe = Pipeline(bundle, precision, backend, threads, providers.split(","), det,
-                    detect_every, full_detect_every, max_faces, None if no_smooth else smooth)
+    interval = {k: v for k, v in (("classify_every", classify_every),
+                                  ("reclassify_iou", reclassify_iou)) if v is not None}
+    pipes, classifier = [], None
+    for spec in specs:
+        pipe = Pipeline(bundle, precision, backend, threads, providers.split(","),
+                        _detector(spec, detector, detector_model, detect_width, min_face,
+                                  min_neighbors, scale_factor),
+                        detect_every, full_detect_every, max_faces,
+                        None if no_smooth else smooth, classifier, **interval)
+        classifier = pipe.classifier  # one classifier (one batch per tick) for every stream
+        pipes.append(pipe)
     available = display_available()
     if display and not available:
         raise FerEdgeError("--display: no display available (DISPLAY unset or OpenCV "
                            "built without GUI)")
     show = available if display is None else display
-    src = open_source(spec, max_retries=reconnect) if spec.live else open_source(spec)
-    if loop > 1:
-        from fer_edge.edge.sources import LoopedVideo
-
-        src = LoopedVideo(src, loop)
-    extra: list = []
-    try:  # outputs are opened before the loop: a bad path fails before any frame
-        jsonl_sink = JsonlSink(jsonl, bundle.labels, str(spec.target)
-                               if spec.kind == "folder" else None) if jsonl else None
-        video_sink = VideoSink(save_video, src.fps) if save_video else None
+    srcs, extra = [], []
+    try:  # every source and output is opened before the loop: a bad one fails before any frame
+        for spec in specs:
+            src = open_source(spec, max_retries=reconnect) if spec.live else open_source(spec)
+            srcs.append(LoopedVideo(src, loop) if loop > 1 else src)
+        single = specs[0] if len(specs) == 1 else None
+        jsonl_sink = JsonlSink(jsonl, bundle.labels, str(single.target) if single
+                               and single.kind == "folder" else None) if jsonl else None
+        video_sink = VideoSink(save_video, srcs[0].fps) if save_video else None
         extra = _open_extra_sinks(serve, serve_token, mqtt, device_id, mqtt_heartbeat,
                                   bundle.labels)
     except BaseException:
         for sink in extra:
             sink.close()
-        src.close()
+        for src in srcs:
+            src.close()
         raise
-    click.echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
-               f"{det.name}, source {spec.kind} {spec.target}", err=True)
+    for spec, pipe in zip(specs, pipes, strict=True):
+        click.echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
+                   f"{pipe.detector.name}, source {spec.kind} {spec.target}", err=True)
     progress = None
-    per_image = spec.kind in ("image", "folder") and not quiet and jsonl != "-"
+    stills = [s.kind in ("image", "folder") for s in specs]
+    per_image = len(specs) == 1 and stills[0] and not quiet and jsonl != "-"
     if not quiet and not per_image and jsonl != "-":
         from tqdm import tqdm
 
-        total = src.length * loop or None
-        progress = tqdm(total=min(total, max_frames) if total and max_frames else total,
-                        unit="frame", desc="fer-edge", dynamic_ncols=True, file=sys.stderr)
+        lengths = [src.length * loop for src in srcs]
+        total = sum(lengths) if all(lengths) else None
+        if total and max_frames:
+            total = sum(min(n, max_frames) for n in lengths)
+        progress = tqdm(total=total, unit="frame", desc="fer-edge", dynamic_ncols=True,
+                        file=sys.stderr)
     if per_image:
         jsonl_sink = _EchoSink(jsonl_sink)
+    streams = [Stream(src, pipe, str(spec.target), still)
+               for src, pipe, spec, still in zip(srcs, pipes, specs, stills, strict=True)]
     try:
-        summary = run_loop(src, pipe, jsonl_sink, video_sink, Window() if show else None,
-                           max_frames, independent_frames=spec.kind in ("image", "folder"),
-                           progress=progress, sinks=extra)
+        summaries = run_streams(streams, jsonl_sink, video_sink, Window() if show else None,
+                                max_frames, progress, sinks=extra)
     finally:
         if progress is not None:
             progress.close()
-    click.echo(summary.text(), err=True)
-    if report_dir is not None and summary.frames:
+    click.echo(streams_text(summaries), err=True)
+    if report_dir is not None and any(s.frames for s in summaries):
         _echo_report(jsonl, report_dir, True, quiet)
-    if summary.stopped_by == "signal":
+    if any(s.stopped_by == "signal" for s in summaries):
         click.echo("stopped by signal; outputs closed", err=True)
         sys.exit(130)
-    if not summary.frames:
-        raise FerEdgeError(f"{spec.target}: no frame was read")
+    if all(s.failed for s in summaries):
+        raise FerEdgeError("every stream failed: " + "; ".join(f"{s.name}: {s.failed}"
+                                                             for s in summaries))
+    if not sum(s.frames for s in summaries):
+        raise FerEdgeError(f"{', '.join(str(s.target) for s in specs)}: no frame was read")
+
+
+def _detector(spec, name: str, model: str | None, width: int | None, min_face: int,
+              min_neighbors: int, scale_factor: float):
+    """The detector for one stream: --detect-width defaults by the kind of source."""
+    from fer_edge.edge.detect import default_detect_width, make_detector
+    from fer_edge.edge.errors import FerEdgeError
+
+    if width is None:  # measured on sfew_frames: docs/realworld.md
+        width = default_detect_width(spec.kind in ("image", "folder"))
+    if width and width < 2 * min_face:
+        raise FerEdgeError(f"--detect-width {width}: too small to find faces of "
+                           f"--min-face {min_face} px; use at least {2 * min_face} (or 0: "
+                           "full size)")
+    kw = {"min_size": min_face, "min_neighbors": min_neighbors,
+          "scale_factor": scale_factor} if name == "haar" else {}
+    return make_detector(name, model, width or None, **kw)
 
 
 def _report_jsonl(report_dir: str, jsonl: str | None, exist_ok: bool) -> str:

@@ -84,7 +84,8 @@ class MqttEvents:
         self._pending: set[int] = set()
         self._early: set[int] = set()
         self._lock = threading.Lock()
-        self.events, self.meter = TrackEvents(), RateMeter()
+        self.events: dict[int, TrackEvents] = {}  # per stream (several --source)
+        self.meter = RateMeter()
         self._next_beat = time.monotonic()  # the first frame sends a heartbeat
         self._connected = False
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -147,16 +148,18 @@ class MqttEvents:
             else:
                 self._early.add(mid)
 
-    def publish_events(self, events: list[TrackEvent]) -> None:
+    def publish_events(self, events: list[TrackEvent], stream: int = 0) -> None:
         for e in events:
-            self._publish(e.to_dict())
+            self._publish({**e.to_dict(), "stream": stream})
 
     def wants_image(self) -> bool:
         return False
 
     def write(self, result: FrameResult, image: np.ndarray | None) -> None:
         self.meter.tick()
-        self.publish_events(self.events.update(result.index, result.timestamp, result.faces))
+        events = self.events.setdefault(result.stream, TrackEvents())
+        self.publish_events(events.update(result.index, result.timestamp, result.faces),
+                            result.stream)
         if self.heartbeat > 0 and time.monotonic() >= self._next_beat:
             self._next_beat = time.monotonic() + self.heartbeat
             self._beat(result.index)
@@ -164,14 +167,16 @@ class MqttEvents:
     def _beat(self, frame: int | None) -> None:
         self._publish({"type": "heartbeat", "fps": round(self.meter.fps, 2),
                        "frames": self.meter.frames, "frame": frame,
-                       "tracks": len(self.events.live), "uptime_s": round(self.meter.uptime, 3),
+                       "tracks": sum(len(e.live) for e in self.events.values()),
+                       "uptime_s": round(self.meter.uptime, 3),
                        "dropped": self.dropped})
 
     def close(self, flush: float = FLUSH_S) -> None:
         """End every live track, send a last heartbeat, wait up to ``flush`` seconds for the
         queue to reach the broker, then disconnect (what is still queued is lost, and
         counted in the log)."""
-        self.publish_events(self.events.finish())
+        for stream, events in self.events.items():
+            self.publish_events(events.finish(), stream)
         self._beat(None)
         deadline = time.monotonic() + flush
         while self._pending and time.monotonic() < deadline:

@@ -1,8 +1,10 @@
 """The edge loop as an object: ``Pipeline(frame) -> FrameResult``.
 
 detect (every K-th frame, on a downscaled copy) -> track (IoU; boxes carried between
-detections) -> crop (bundle's margin, square) -> preprocess -> classify all faces in one batch
--> per-track EMA smoothing. The CLI is a thin layer over this class.
+detections) -> crop (bundle's margin, square) -> preprocess -> classify the tracks that are due
+(new, every N frames, moved, or unsure) in one batch -> per-track EMA smoothing; the others
+carry their smoothed probabilities over. ``begin``/``finish`` split a frame around the
+classifier call so several streams share one batch. The CLI is a thin layer over this class.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from .detect import HaarDetector, YuNetDetector, detect_near, make_detector
 from .errors import FerEdgeError
 from .metrics import softmax
 from .preprocess import crop_box, preprocess
-from .tracker import IouTracker
+from .tracker import IouTracker, Track
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "detect", "crop", "classify", "track")
+STAGES = ("decode", "wait", "detect", "crop", "classify", "track")
+# Per-track classification interval (see IouTracker.needs_classifying); measured on the
+# shared video against classifying every face on every frame: docs/architecture.md.
+CLASSIFY_EVERY = 3
+RECLASSIFY_IOU = 0.7
+RECLASSIFY_SCORE = 0.4
 ACCEPTED = ("a numpy array of shape (H, W) or (H, W, 1) grayscale, (H, W, 3) BGR or "
             "(H, W, 4) BGRA; dtype uint8, uint16 or float")
 
@@ -87,11 +94,12 @@ class FaceResult:
     label: str
     score: float
     probs: np.ndarray  # smoothed when smoothing is on
-    raw_probs: np.ndarray
+    raw_probs: np.ndarray  # the classifier's output at the track's last classification
+    classified: bool = True  # classified on this frame (else its probabilities carried over)
 
     def to_dict(self, labels: tuple[str, ...]) -> dict:
         return {"box": list(self.box), "track_id": self.track_id, "label": self.label,
-                "score": round(self.score, 4),
+                "score": round(self.score, 4), "classified": self.classified,
                 "probs": {k: round(float(p), 4) for k, p in zip(labels, self.probs, strict=True)}}
 
 
@@ -104,6 +112,7 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)  # ms per stage
     path: str | None = None
     faces_over_limit: int = 0  # faces found but not classified (beyond max_faces)
+    stream: int = 0  # the stream's index in a run of several sources
 
 
 class Pipeline:
@@ -114,6 +123,12 @@ class Pipeline:
     raises :class:`BadFrame`. At most ``max_faces`` faces (the largest) are classified per
     frame; the others are counted in ``FrameResult.faces_over_limit`` and logged once. A
     frame of another size than the previous one starts afresh (as :meth:`reset`).
+
+    A tracked face is classified when it is new, every ``classify_every`` frames, when its
+    box overlaps its box at the last classification less than ``reclassify_iou``, or when its
+    smoothed top score is below ``reclassify_score``; otherwise its smoothed probabilities
+    carry over (``FaceResult.classified`` is False). ``classify_every=1``: every face on
+    every frame.
     """
 
     def __init__(self, bundle: Bundle | str | None = None, precision: str = "int8",
@@ -121,9 +136,18 @@ class Pipeline:
                  providers: list[str] | None = None,
                  detector: HaarDetector | YuNetDetector | None = None, detect_every: int = 3,
                  full_detect_every: int = 30, max_faces: int = 8, smooth: float | None = 0.3,
-                 classifier: Backend | None = None):
+                 classifier: Backend | None = None, classify_every: int = CLASSIFY_EVERY,
+                 reclassify_iou: float = RECLASSIFY_IOU,
+                 reclassify_score: float = RECLASSIFY_SCORE):
         if max_faces < 1:
             raise FerEdgeError(f"max_faces={max_faces}: must be at least 1")
+        if not isinstance(classify_every, int) or classify_every < 1:
+            raise FerEdgeError(f"classify_every={classify_every!r}: a whole number >= 1 (1: "
+                               "every tracked face on every frame)")
+        if not all(isinstance(v, (int, float)) and 0 <= v <= 1
+                   for v in (reclassify_iou, reclassify_score)):
+            raise FerEdgeError(f"reclassify_iou={reclassify_iou}, reclassify_score="
+                               f"{reclassify_score}: both must be in [0, 1]")
         if smooth is not None and not 0 < smooth <= 1:
             raise FerEdgeError(f"smooth={smooth}: the EMA weight must be in (0, 1], or None")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -134,6 +158,8 @@ class Pipeline:
         self.full_detect_every = max(1, full_detect_every)
         self.max_faces = max_faces
         self.smooth = smooth
+        self.classify_every, self.reclassify_iou = classify_every, reclassify_iou
+        self.reclassify_score = reclassify_score
         self.labels = self.bundle.labels
         self._warned_max_faces = False
         self.reset()
@@ -146,12 +172,19 @@ class Pipeline:
 
     def __call__(self, image: np.ndarray, index: int | None = None,
                  timestamp: float | None = None, path: str | None = None) -> FrameResult:
+        pending = self.begin(image, index, timestamp, path)
+        return self.finish(pending, classify_pending([pending], self.classifier))
+
+    def begin(self, image: np.ndarray, index: int | None = None,
+              timestamp: float | None = None, path: str | None = None) -> PendingFrame:
+        """Detect, track and crop one frame; the crops of the tracks due for classification
+        wait in the result for :meth:`finish` (several streams' crops can be classified in
+        one batch with :func:`classify_pending`)."""
         image = as_frame(image)
         if image.shape[:2] != self._size:  # another camera or image: tracks do not carry over
             self.reset()
             self._size = image.shape[:2]
         t0 = time.perf_counter()
-        timings = {}
         live = self.tracker.live()
         full = self._n % self.full_detect_every == 0 or not live
         detected = full or self._n % self.detect_every == 0
@@ -172,28 +205,76 @@ class Pipeline:
         if detected:
             self.tracker.update([d.box for d in dets])
         tracks = self.tracker.live()
-        t_track = time.perf_counter() - t1
-        timings["detect"] = (t1 - t0) * 1e3
-        faces: list[FaceResult] = []
-        if tracks:
-            t2 = time.perf_counter()
+        for t in tracks:
+            t.since_classified += 1
+        due = [t for t in tracks if self.tracker.needs_classifying(
+            t, self.classify_every, self.reclassify_iou, self.reclassify_score)]
+        t2 = time.perf_counter()
+        x = None
+        if due:
             crop = self.bundle.crop
-            x = preprocess([crop_box(image, t.box, crop.margin, crop.square) for t in tracks],
+            x = preprocess([crop_box(image, t.box, crop.margin, crop.square) for t in due],
                            self.bundle.input)
-            t3 = time.perf_counter()
-            probs = softmax(self.classifier(x).astype(np.float32))
-            t4 = time.perf_counter()
-            for t, p in zip(tracks, probs, strict=True):
-                sp = self.tracker.smooth(t, p)  # alpha 1.0 when smoothing is off
-                k = int(np.argmax(sp))
-                faces.append(FaceResult(tuple(int(round(v)) for v in t.box), t.id,
-                                        self.labels[k], float(sp[k]), sp, p))
-            t_track += time.perf_counter() - t4
-            timings["crop"], timings["classify"] = (t3 - t2) * 1e3, (t4 - t3) * 1e3
-        else:
-            timings["crop"] = timings["classify"] = 0.0
-        timings["track"] = t_track * 1e3
+        t3 = time.perf_counter()
+        timings = {"detect": (t1 - t0) * 1e3, "crop": (t3 - t2) * 1e3, "classify": 0.0,
+                   "track": (t2 - t1) * 1e3}
         self._n += 1
-        return FrameResult(self._n - 1 if index is None else index,
-                           time.time() if timestamp is None else timestamp, faces, detected,
-                           timings, path, over)
+        return PendingFrame(self, FrameResult(
+            self._n - 1 if index is None else index,
+            time.time() if timestamp is None else timestamp, [], detected, timings, path, over),
+            tracks, due, x)
+
+    def finish(self, pending: PendingFrame, probs: np.ndarray | None) -> FrameResult:
+        """Fold the classifier's probabilities for ``pending.due`` into the tracks; tracks not
+        due carry their smoothed probabilities over."""
+        t0 = time.perf_counter()
+        r = pending.result
+        due = {t.id: p for t, p in zip(pending.due, probs if probs is not None else [],
+                                       strict=True)}
+        for t in pending.tracks:
+            if t.id in due:  # alpha 1.0 when smoothing is off
+                sp = self.tracker.smooth(t, due[t.id], t.since_classified)
+            else:
+                sp = t.probs
+            k = int(np.argmax(sp))
+            r.faces.append(FaceResult(tuple(int(round(v)) for v in t.box), t.id,
+                                      self.labels[k], float(sp[k]), sp, t.raw, t.id in due))
+        r.timings["track"] += (time.perf_counter() - t0) * 1e3
+        return r
+
+
+@dataclass
+class PendingFrame:
+    """A frame between :meth:`Pipeline.begin` and :meth:`Pipeline.finish`."""
+    pipe: Pipeline
+    result: FrameResult
+    tracks: list[Track]  # every live track (reported)
+    due: list[Track]  # the tracks to classify on this frame
+    x: np.ndarray | None  # their preprocessed crops
+
+
+def classify_pending(pending: list[PendingFrame], classifier: Backend) -> np.ndarray | None:
+    """One classifier call for the due crops of several frames (one per stream); returns the
+    probabilities, in order, and records the batch's time as each frame's classify time.
+    Use :func:`split_probs` to hand each frame its rows."""
+    xs = [p.x for p in pending if p.x is not None]
+    if not xs:
+        return None
+    t0 = time.perf_counter()
+    probs = softmax(classifier(xs[0] if len(xs) == 1 else np.concatenate(xs))
+                    .astype(np.float32))
+    ms = (time.perf_counter() - t0) * 1e3
+    for p in pending:
+        if p.x is not None:
+            p.result.timings["classify"] = ms
+    return probs
+
+
+def split_probs(pending: list[PendingFrame], probs: np.ndarray | None) -> list[np.ndarray | None]:
+    """The rows of a :func:`classify_pending` batch that belong to each frame."""
+    out, i = [], 0
+    for p in pending:
+        n = 0 if p.x is None else len(p.x)
+        out.append(probs[i:i + n] if n else None)
+        i += n
+    return out

@@ -286,7 +286,7 @@ class LiveView:
 
     def write(self, result: FrameResult, image: np.ndarray | None) -> None:
         self.meter.tick()
-        state = {"schema": SCHEMA, "frame": result.index,
+        state = {"schema": SCHEMA, "stream": result.stream, "frame": result.index,
                  "timestamp": round(result.timestamp, 6), "fps": round(self.meter.fps, 2),
                  "faces": [f.to_dict(self.labels) for f in result.faces]}
         self.server.hub.publish(image, state)

@@ -96,6 +96,28 @@ class RateMeter:
         return time.monotonic() - self.started
 
 
+def tile(frames: list[np.ndarray | None], cell_width: int = 640) -> np.ndarray:
+    """Several streams' frames in one image: a grid of cells at most ``cell_width`` wide, of
+    the first frame's aspect; a stream without a frame yet (None) is a black cell. One frame
+    is returned as it is."""
+    if len(frames) == 1 and frames[0] is not None:
+        return frames[0]
+    h0, w0 = next(f for f in frames if f is not None).shape[:2]
+    w = min(cell_width, w0)
+    h = max(1, round(h0 * w / w0))
+    cols = int(np.ceil(np.sqrt(len(frames))))
+    rows = int(np.ceil(len(frames) / cols))
+    out = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for k, f in enumerate(frames):
+        if f is None:
+            continue
+        f = f if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR)
+        r, c = divmod(k, cols)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = cv2.resize(f, (w, h),
+                                                               interpolation=cv2.INTER_AREA)
+    return out
+
+
 class JsonlSink:
     """One JSON object per frame, flushed line by line (``-`` = stdout), so another program
     can follow the file while the loop runs.
@@ -120,8 +142,9 @@ class JsonlSink:
             raise write_error(self.path, e, option="--jsonl") from None
 
     def write(self, r: FrameResult) -> None:
-        rec = {"schema": SCHEMA, "frame": r.index, "timestamp": round(r.timestamp, 6),
-               "detected": r.detected, "faces": [f.to_dict(self.labels) for f in r.faces],
+        rec = {"schema": SCHEMA, "stream": r.stream, "frame": r.index,
+               "timestamp": round(r.timestamp, 6), "detected": r.detected,
+               "faces": [f.to_dict(self.labels) for f in r.faces],
                "timings_ms": {k: round(v, 3) for k, v in r.timings.items()}}
         if r.path is not None:
             rec["path"] = r.path

@@ -107,7 +107,10 @@ def parse_source(spec: str | int) -> SourceSpec:
 
 class FrameSource:
     """Iterate frames; ``dropped`` and ``corrupt`` count what was lost, ``bad`` names the
-    files skipped."""
+    files skipped. ``newest_only``: a live source, where a late frame is worth less than the
+    next one (a file, even behind a URL, keeps every frame)."""
+
+    newest_only = False
 
     def __init__(self, spec: SourceSpec):
         self.spec = spec
@@ -119,6 +122,9 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Make an iteration blocked in this source return soon (another thread's)."""
 
     def close(self) -> None:
         pass
@@ -255,6 +261,8 @@ class LiveCapture(FrameSource):
     budget is refilled only after ``stable_s`` seconds of uninterrupted frames, so a stream
     that delivers a few frames between failures still gives up."""
 
+    newest_only = True
+
     def __init__(self, spec: SourceSpec, max_retries: int = 5, read_timeout: float = 2.0,
                  stable_s: float = 10.0, cap: cv2.VideoCapture | None = None):
         super().__init__(spec)
@@ -337,10 +345,13 @@ class LiveCapture(FrameSource):
             yield Frame(i, img, ts)
             i += 1
 
-    def close(self) -> None:
+    def interrupt(self) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+
+    def close(self) -> None:
+        self.interrupt()
         self._thread.join(timeout=2.0)
         self.cap.release()
 
@@ -382,6 +393,9 @@ class LoopedVideo(FrameSource):
                 yield Frame(n, f.image, last, f.path)
                 n += 1
             self.corrupt = self.inner.corrupt
+
+    def interrupt(self) -> None:
+        self.inner.interrupt()
 
     def close(self) -> None:
         self.inner.close()

@@ -21,8 +21,11 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 class Track:
     id: int
     box: tuple[float, float, float, float]
-    probs: np.ndarray | None = None
+    probs: np.ndarray | None = None  # smoothed probabilities
     missed: int = 0  # consecutive detections without a match
+    raw: np.ndarray | None = None  # the classifier's output at the last classification
+    classified_box: tuple[float, float, float, float] | None = None  # box at that time
+    since_classified: int = 0  # frames since then
 
 
 class IouTracker:
@@ -67,9 +70,26 @@ class IouTracker:
         or missed in at most ``grace`` rounds (one missed detection does not blink a face)."""
         return [t for t in self.tracks if t.missed <= grace]
 
-    def smooth(self, track: Track, probs: np.ndarray) -> np.ndarray:
+    def smooth(self, track: Track, probs: np.ndarray, frames: int = 1) -> np.ndarray:
+        """Fold the newest probabilities into the track's EMA. ``frames``: how many frames
+        they stand for (the frames since the track was last classified), so the smoothing's
+        time constant in frames is the same whether a track is classified every frame or
+        every K frames: the weight is ``1 - (1 - alpha) ** frames``."""
+        track.raw = probs
+        track.classified_box, track.since_classified = track.box, 0
         if track.probs is None or self.alpha >= 1.0:
             track.probs = probs.copy()
         else:
-            track.probs = self.alpha * probs + (1.0 - self.alpha) * track.probs
+            w = 1.0 - (1.0 - self.alpha) ** max(1, frames)
+            track.probs = w * probs + (1.0 - w) * track.probs
         return track.probs
+
+    @staticmethod
+    def needs_classifying(track: Track, every: int, min_iou: float, min_score: float) -> bool:
+        """A track is classified when it is new, every ``every`` frames, when its box has
+        moved or changed size (IoU with the box at its last classification below
+        ``min_iou``), or when its smoothed top score is below ``min_score``; otherwise its
+        smoothed probabilities carry over."""
+        return (track.probs is None or track.since_classified >= every
+                or iou(track.box, track.classified_box or track.box) < min_iou
+                or float(track.probs.max()) < min_score)

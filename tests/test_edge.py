@@ -64,7 +64,7 @@ def test_video_jsonl_schema_and_detection_rate(video_run):
     labels = load_bundle().labels
     for x in recs:
         assert set(x) >= {"frame", "timestamp", "faces", "timings_ms", "detected"}
-        assert set(x["timings_ms"]) == {"decode", "detect", "crop", "classify", "track"}
+        assert set(x["timings_ms"]) == {"decode", "wait", "detect", "crop", "classify", "track"}
         for f in x["faces"]:
             assert len(f["box"]) == 4 and f["label"] in labels
             assert set(f["probs"]) == set(labels)

@@ -118,3 +118,26 @@ def test_peer_not_installed_is_one_line(tmp_path):
               ["fer", "--peer-python"], absent=[tmp_path / "b" / "results.json"])
     check_cli("fer-bench", ["--peers", "deepface", "--out", tmp_path / "b"], 1,
               ["--peers", "deepface"])
+
+
+def test_bench_video_loop_next_to_fers_own(tmp_path, standin_fer, video):
+    """fer's own loop (the worker's "video" task) beside ours, several streams, the soak."""
+    check_cli("fer-bench", ["--video", video, "--video-loops", "1", "--video-streams", "1,2",
+                            "--soak-seconds", "3", "--soak-streams", "2", "--peers", "fer",
+                            "--precision", "int8", "--threads", "1", "--batch-sizes", "1",
+                            "--min-runs", "5", "--min-seconds", "0", "--warmup-s", "0",
+                            "--out", tmp_path / "b"], 0, [])
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    rows = {(p["model"].split()[0], p["config"].split()[0], p["streams"]): p
+            for p in res["pipeline"]}
+    assert set(rows) == {("fer", "fer's", 1), (res["pipeline"][0]["model"], "default", 1),
+                         (res["pipeline"][0]["model"], "naive", 1),
+                         (res["pipeline"][0]["model"], "default", 2)}
+    peer = rows["fer", "fer's", 1]
+    assert peer["frames"] == 71 and peer["ends"] == ["happy"] and peer["fps"] > 0
+    two = rows[res["pipeline"][0]["model"], "default", 2]
+    assert len(two["fps_per_stream"]) == 2 and two["ends"] == ["angry", "angry"]
+    assert res["soak"]["streams"] == 2 and len(res["soak"]["rss_mb"]) >= 2
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert "| fer 0.0.1 | fer's own loop" in md and "x |" in md and "Soak: 2 looped" in md
+    assert "not measured" not in md
