@@ -16,7 +16,7 @@ import numpy as np
 
 from .backends import Backend, open_backend
 from .bundle import Bundle, load_bundle
-from .detect import HaarDetector, YuNetDetector, detect_near, make_detector
+from .detect import Detector, detect_near, make_detector
 from .errors import FerEdgeError
 from .metrics import softmax
 from .preprocess import crop_box, preprocess
@@ -88,11 +88,16 @@ class FaceResult:
     score: float
     probs: np.ndarray  # smoothed when smoothing is on
     raw_probs: np.ndarray
+    # five (x, y) points from the detector's last detection of this face (Detection.landmarks)
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     def to_dict(self, labels: tuple[str, ...]) -> dict:
-        return {"box": list(self.box), "track_id": self.track_id, "label": self.label,
-                "score": round(self.score, 4),
-                "probs": {k: round(float(p), 4) for k, p in zip(labels, self.probs, strict=True)}}
+        d = {"box": list(self.box), "track_id": self.track_id, "label": self.label,
+             "score": round(self.score, 4),
+             "probs": {k: round(float(p), 4) for k, p in zip(labels, self.probs, strict=True)}}
+        if self.landmarks is not None:
+            d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
+        return d
 
 
 @dataclass
@@ -119,7 +124,7 @@ class Pipeline:
     def __init__(self, bundle: Bundle | str | None = None, precision: str = "int8",
                  backend: str = "ort", threads: int | None = None,
                  providers: list[str] | None = None,
-                 detector: HaarDetector | YuNetDetector | None = None, detect_every: int = 3,
+                 detector: Detector | None = None, detect_every: int = 3,
                  full_detect_every: int = 30, max_faces: int = 8, smooth: float | None = 0.3,
                  classifier: Backend | None = None):
         if max_faces < 1:
@@ -170,7 +175,8 @@ class Pipeline:
             dets = [d for d in (detect_near(self.detector, image, t.box) for t in live) if d]
         t1 = time.perf_counter()
         if detected:
-            self.tracker.update([d.box for d in dets])
+            for t, d in zip(self.tracker.update([d.box for d in dets]), dets, strict=True):
+                t.landmarks = d.landmarks
         tracks = self.tracker.live()
         t_track = time.perf_counter() - t1
         timings["detect"] = (t1 - t0) * 1e3
@@ -187,7 +193,7 @@ class Pipeline:
                 sp = self.tracker.smooth(t, p)  # alpha 1.0 when smoothing is off
                 k = int(np.argmax(sp))
                 faces.append(FaceResult(tuple(int(round(v)) for v in t.box), t.id,
-                                        self.labels[k], float(sp[k]), sp, p))
+                                        self.labels[k], float(sp[k]), sp, p, t.landmarks))
             t_track += time.perf_counter() - t4
             timings["crop"], timings["classify"] = (t3 - t2) * 1e3, (t4 - t3) * 1e3
         else:

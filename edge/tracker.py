@@ -23,6 +23,7 @@ class Track:
     box: tuple[float, float, float, float]
     probs: np.ndarray | None = None
     missed: int = 0  # consecutive detections without a match
+    landmarks: tuple[tuple[float, float], ...] | None = None  # from the last detection
 
 
 class IouTracker:

@@ -74,10 +74,11 @@ def calibration_faces(split: Split, n: int, spec: InputSpec, seed: int = 0) -> n
 
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "percentile",
                   input_name: str = "input", percentile: float = 99.999,
-                  symmetric: bool = True) -> dict:
+                  symmetric: bool = True, op_types: list[str] | None = None) -> dict:
     """Write the QDQ INT8 model; returns the calibration record for bundle.json.
     ``symmetric=False`` is onnxruntime's default scheme (asymmetric activations, INT32
-    biases, Relus folded into zero-points): faster on onnxruntime-CPU, rejected by TensorRT."""
+    biases, Relus folded into zero-points): faster on onnxruntime-CPU, rejected by TensorRT.
+    ``op_types``: the ops to quantise [QUANTIZED_OPS]."""
     if method not in CALIB_METHODS:
         raise FerEdgeError(f"unknown calibration method {method!r}; choose "
                            f"{', '.join(CALIB_METHODS)}")
@@ -92,7 +93,7 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "perce
             str(fp32), str(out), FaceCalibrationReader(calib, input_name),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CALIB_METHODS[method], op_types_to_quantize=QUANTIZED_OPS,
+            calibrate_method=CALIB_METHODS[method], op_types_to_quantize=op_types or QUANTIZED_OPS,
             extra_options=extra,
         )
     except Exception as e:
