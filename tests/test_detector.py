@@ -241,3 +241,28 @@ def test_bad_inputs_name_the_file(tmp_path):
     r = run_cli("fer_edge.edge.cli", "run", "--source", str(data / "images" / "0.jpg"),
                 "--detector", "ours", "--no-display", timeout=60)
     assert r.returncode == 1 and "--detector ours needs --detector-model" in r.stderr
+
+
+def test_sigterm_leaves_a_resumable_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = make_set(tmp_path / "d", n=4)
+    run = tmp_path / "r"
+    p = subprocess.Popen([sys.executable, "-m", "fer_edge.train.facedet_cli", "--data",
+                          str(data), "--img-size", "64", "--epochs", "500",
+                          "--samples-per-epoch", "8", "--batch-size", "4", "--threads", "1",
+                          "--val-size", "64", "--out", str(run)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / "train.log").is_file():
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    assert "--resume" in out + err and "Traceback" not in err
+    from fer_edge.train.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "last.pt")["epoch"] >= 1
