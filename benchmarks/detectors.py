@@ -64,12 +64,13 @@ def on_labels(name: str, det, labels: str, width: int) -> dict:
     return out
 
 
-def on_realworld(name: str, det, folder: str, limit: int | None) -> dict:
+def on_realworld(name: str, det, folder: str, limit: int | None, bundle: str | None = None
+                 ) -> dict:
     from fer_edge.edge.pipeline import Pipeline
 
     from .endtoend import evaluate_end_to_end, read_labelled_images
 
-    pipe = Pipeline(None, "int8", threads=1, detector=det)
+    pipe = Pipeline(bundle, "int8", threads=1, detector=det)
     faces = read_labelled_images(folder, pipe.labels)[:limit]
     r = evaluate_end_to_end(pipe, faces)
     return {"detector": name, "realworld": folder, "width": det.max_width,
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="which to run (comma list; ours/yunet need their model)")
     ap.add_argument("--precision", default="int8", help="of ours")
     ap.add_argument("--limit", type=int, default=None, help="realworld images at most")
+    ap.add_argument("--bundle", default=None, help="classifier bundle [the shipped one]")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     cv2.setNumThreads(1)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(on_labels(name, det, lab, width))
                     print(json.dumps(rows[-1]), file=sys.stderr)
                 for folder in a.realworld:
-                    rows.append(on_realworld(name, det, folder, a.limit))
+                    rows.append(on_realworld(name, det, folder, a.limit, a.bundle))
                     print(json.dumps(rows[-1]), file=sys.stderr)
     except FerEdgeError as e:
         print(f"error: {e}", file=sys.stderr)
