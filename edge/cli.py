@@ -45,8 +45,11 @@ def demo_image() -> str:
               help="onnxruntime execution providers in order: cpu,cuda,tensorrt.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Classifier threads [onnxruntime default].")
-@click.option("--detector", type=click.Choice(["haar", "yunet"]), default="haar")
-@click.option("--detector-model", type=click.Path(), default=None, help="YuNet .onnx file.")
+@click.option("--detector", type=click.Choice(["haar", "yunet", "ours"]), default="haar",
+              help="ours: the fer-edge face detector with five landmarks (in the JSONL).")
+@click.option("--detector-model", type=click.Path(), default=None,
+              help="yunet: its .onnx file; ours: a detector bundle folder from fer-export "
+                   "[the model bundle's 'detector' folder, when it has one].")
 @click.option("--detect-every", type=click.IntRange(1), default=3,
               help="Run the detector every K frames; the tracker carries boxes in between.")
 @click.option("--full-detect-every", type=click.IntRange(1), default=30,
@@ -170,6 +173,12 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
             raise FerEdgeError(f"{bundle.path}: no TensorRT engine in this bundle; build one "
                                "with fer-export --trt fp16|int8 on this device")
         precision, backend = engines[0], "tensorrt"
+    if detector == "ours" and detector_model is None and bundle.meta.get("detector"):
+        sub = str(bundle.meta["detector"])
+        if Path(sub).name != sub or sub in (".", ".."):
+            raise FerEdgeError(f"{bundle.path}/bundle.json: 'detector' {sub!r} must name a "
+                               "folder inside the bundle")
+        detector_model = str(bundle.path / sub)
     interval = {k: v for k, v in (("classify_every", classify_every),
                                   ("reclassify_iou", reclassify_iou)) if v is not None}
     pipes, classifier = [], None

@@ -11,6 +11,7 @@ full-frame coordinates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,14 @@ from .preprocess import to_gray
 class Detection:
     box: tuple[float, float, float, float]  # x, y, w, h in frame pixels
     score: float = 1.0
+    # five (x, y) points in frame pixels: left eye, right eye, nose tip, left and right mouth
+    # corner (left = image left); None for detectors without landmarks (Haar)
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+
+# Every detector: frame -> list[Detection] (HaarDetector, YuNetDetector,
+# face_detector.OurDetector).
+Detector = Callable[..., list[Detection]]
 
 
 def _downscale(frame: np.ndarray, max_width: int | None) -> tuple[np.ndarray, float]:
@@ -135,10 +144,12 @@ class YuNetDetector:
         _, faces = self.net.detect(small)
         if faces is None:
             return []
-        return [Detection(tuple(float(v) / s for v in f[:4]), float(f[-1])) for f in faces]
+        return [Detection(tuple(float(v) / s for v in f[:4]), float(f[-1]),
+                          tuple((float(f[4 + 2 * i]) / s, float(f[5 + 2 * i]) / s)
+                                for i in range(5))) for f in faces]
 
 
-def detect_near(detector: HaarDetector | YuNetDetector, frame: np.ndarray,
+def detect_near(detector: Detector, frame: np.ndarray,
                 box: tuple[float, float, float, float], face_px: int = 64) -> Detection | None:
     """Re-detect a tracked face in a window around its last box, rescaled so the face is
     about ``face_px`` wide and searched only between 0.6x and 1.6x that size: a fraction of
@@ -161,7 +172,9 @@ def detect_near(detector: HaarDetector | YuNetDetector, frame: np.ndarray,
     best = min(found, key=lambda d: (d.box[0] + d.box[2] / 2 - cx) ** 2
                + (d.box[1] + d.box[3] / 2 - cy) ** 2)
     bx, by, bw, bh = best.box
-    return Detection((x0 + bx / s, y0 + by / s, bw / s, bh / s), best.score)
+    lms = None if best.landmarks is None else \
+        tuple((x0 + px / s, y0 + py / s) for px, py in best.landmarks)
+    return Detection((x0 + bx / s, y0 + by / s, bw / s, bh / s), best.score, lms)
 
 
 # Detection width: video keeps the fast downscaled path; stills (photos, folders) detect at
@@ -175,7 +188,9 @@ def default_detect_width(stills: bool) -> int:
 
 
 def make_detector(name: str = "haar", model: str | None = None,
-                  max_width: int | None = 320, **kw) -> HaarDetector | YuNetDetector:
+                  max_width: int | None = 320, **kw) -> Detector:
+    """``haar``, ``yunet`` (``model``: its .onnx) or ``ours`` (``model``: a detector bundle
+    folder written by fer-export, or its .onnx)."""
     if name == "haar":
         return HaarDetector(max_width=max_width, **kw)
     if name == "yunet":
@@ -183,4 +198,11 @@ def make_detector(name: str = "haar", model: str | None = None,
             raise FerEdgeError("--detector yunet needs --detector-model FILE "
                                "(face_detection_yunet_2023mar.onnx)")
         return YuNetDetector(model, max_width=max_width)
-    raise FerEdgeError(f"unknown detector {name!r}; choose haar or yunet")
+    if name == "ours":
+        if not model:
+            raise FerEdgeError("--detector ours needs --detector-model DETECTOR_BUNDLE (a folder "
+                               "written by fer-export from a fer-train-detector checkpoint)")
+        from .face_detector import OurDetector
+
+        return OurDetector(model, max_width=max_width, **kw)
+    raise FerEdgeError(f"unknown detector {name!r}; choose haar, yunet or ours")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .backends import Backend, open_backend
 from .bundle import Bundle, load_bundle
-from .detect import HaarDetector, YuNetDetector, detect_near, make_detector
+from .detect import Detector, detect_near, make_detector
 from .errors import FerEdgeError
 from .metrics import softmax
 from .preprocess import crop_box, preprocess
@@ -96,11 +96,16 @@ class FaceResult:
     probs: np.ndarray  # smoothed when smoothing is on
     raw_probs: np.ndarray  # the classifier's output at the track's last classification
     classified: bool = True  # classified on this frame (else its probabilities carried over)
+    # five (x, y) points from the detector's last detection of this face (Detection.landmarks)
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     def to_dict(self, labels: tuple[str, ...]) -> dict:
-        return {"box": list(self.box), "track_id": self.track_id, "label": self.label,
-                "score": round(self.score, 4), "classified": self.classified,
-                "probs": {k: round(float(p), 4) for k, p in zip(labels, self.probs, strict=True)}}
+        d = {"box": list(self.box), "track_id": self.track_id, "label": self.label,
+             "score": round(self.score, 4), "classified": self.classified,
+             "probs": {k: round(float(p), 4) for k, p in zip(labels, self.probs, strict=True)}}
+        if self.landmarks is not None:
+            d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
+        return d
 
 
 @dataclass
@@ -134,7 +139,7 @@ class Pipeline:
     def __init__(self, bundle: Bundle | str | None = None, precision: str = "int8",
                  backend: str = "ort", threads: int | None = None,
                  providers: list[str] | None = None,
-                 detector: HaarDetector | YuNetDetector | None = None, detect_every: int = 3,
+                 detector: Detector | None = None, detect_every: int = 3,
                  full_detect_every: int = 30, max_faces: int = 8, smooth: float | None = 0.3,
                  classifier: Backend | None = None, classify_every: int = CLASSIFY_EVERY,
                  reclassify_iou: float = RECLASSIFY_IOU,
@@ -203,7 +208,8 @@ class Pipeline:
             dets = [d for d in (detect_near(self.detector, image, t.box) for t in live) if d]
         t1 = time.perf_counter()
         if detected:
-            self.tracker.update([d.box for d in dets])
+            for t, d in zip(self.tracker.update([d.box for d in dets]), dets, strict=True):
+                t.landmarks = d.landmarks
         tracks = self.tracker.live()
         for t in tracks:
             t.since_classified += 1
@@ -238,7 +244,8 @@ class Pipeline:
                 sp = t.probs
             k = int(np.argmax(sp))
             r.faces.append(FaceResult(tuple(int(round(v)) for v in t.box), t.id,
-                                      self.labels[k], float(sp[k]), sp, t.raw, t.id in due))
+                                      self.labels[k], float(sp[k]), sp, t.raw, t.id in due,
+                                      t.landmarks))
         r.timings["track"] += (time.perf_counter() - t0) * 1e3
         return r
 

@@ -26,6 +26,7 @@ class Track:
     raw: np.ndarray | None = None  # the classifier's output at the last classification
     classified_box: tuple[float, float, float, float] | None = None  # box at that time
     since_classified: int = 0  # frames since then
+    landmarks: tuple[tuple[float, float], ...] | None = None  # from the last detection
 
 
 class IouTracker:

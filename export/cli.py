@@ -54,6 +54,8 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_int
               help="Face-box margin recorded in the bundle [the checkpoint's, else 0.075, "
                    "measured for Haar boxes on FER2013 by fer-edge calibrate-margin].")
 @click.option("--name", default=None, help="Bundle name [the architecture].")
+@click.option("--det-threshold", type=click.FloatRange(0, 1), default=0.5,
+              help="Face detectors: the score threshold recorded in detector.json.")
 @click.option("--seed", type=int, default=0)
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
@@ -61,7 +63,12 @@ def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_
          **o) -> None:
     """Export CHECKPOINTS to a bundle: model.onnx (FP32), optionally model.int8.onnx and
     TensorRT engines, and bundle.json with hashes and accuracy. Several checkpoints become one
-    ensemble graph averaging their probabilities."""
+    ensemble graph averaging their probabilities.
+
+    A face-detector checkpoint (fer-train-detector) becomes a detector bundle instead:
+    detector_fp32.onnx, detector_int8.onnx (--int8 --calib-data DATASET), detector.json; with
+    --val-data LABELS.jsonl the INT8 model's AP50 drop is gated by --max-drop (points);
+    --calib-images defaults to 128 images there."""
     setup_logging(verbose)
     from pathlib import Path
 
@@ -75,6 +82,10 @@ def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_
     except (ValueError, AssertionError):
         raise FerEdgeError(f"--trt-batch {trt_batch!r}: expected min,opt,max like 1,8,32") \
             from None
+    if len(checkpoints) == 1 and _is_detector(checkpoints[0]):
+        _export_detector(checkpoints[0], trt, o)
+        return
+    o.pop("det_threshold")
     with sigterm_as_interrupt():  # kill cleans up the temporary folder like Ctrl-C
         meta = export_bundle(list(checkpoints), ExportOptions(out=Path(o.pop("out")), trt=trt,
                                                        trt_batch=batch, **o))
@@ -87,6 +98,51 @@ def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_
     click.echo(f"wrote bundle {meta['name']!r}: "
                f"{', '.join(meta['models'])}" + (f"; accuracy {summary}" if summary else "")
                + "".join(f"; {n}" for n in notes))
+
+
+def _given(name: str) -> bool:
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(name) is not ParameterSource.DEFAULT
+
+
+def _is_detector(checkpoint: str) -> bool:
+    """Whether ``checkpoint`` is a face detector's; an unreadable one is left to the
+    classifier export, which checks --out first and then names the file."""
+    from fer_edge.edge.errors import FerEdgeError
+    from fer_edge.train.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(checkpoint).get("arch") == "facedet"
+    except FerEdgeError:
+        return False
+
+
+def _export_detector(checkpoint: str, trt: tuple[str, ...], o: dict) -> None:
+    from pathlib import Path
+
+    from fer_edge.edge.errors import FerEdgeError
+
+    from .detector_export import DetectorExportOptions, export_detector
+
+    unsupported = [f"--{k.replace('_', '-')}" for k in ("tta_flip", "crop_margin") if o[k]]
+    if trt or o["calib_method"] not in ("percentile",):
+        unsupported += ["--trt"] * bool(trt) + ["--calib-method"] * (o["calib_method"]
+                                                                     != "percentile")
+    if unsupported:
+        raise FerEdgeError(f"{checkpoint}: a face-detector checkpoint; {', '.join(unsupported)} "
+                           "apply to classifiers only")
+    with sigterm_as_interrupt():
+        meta = export_detector(checkpoint, DetectorExportOptions(
+            out=Path(o["out"]), int8=o["int8"], calib_data=o["calib_data"],
+            calib_images=o["calib_images"] if _given("calib_images") else 128,
+            val_data=o["val_data"],
+            max_drop=o["max_drop"], force=o["force"], exist_ok=o["exist_ok"],
+            name=o["name"], seed=o["seed"], score_threshold=o["det_threshold"]))
+    m = meta["metrics"]
+    summary = ", ".join(f"{k} AP50 {v['ap50']:.4f}" for k, v in m.items())
+    click.echo(f"wrote detector bundle {meta['name']!r}: {', '.join(meta['models'])}"
+               + (f"; {summary}" if summary else ""))
 
 
 if __name__ == "__main__":

@@ -116,14 +116,15 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
     return meta
 
 
-def check_out(out: Path, exist_ok: bool = False) -> None:
+def check_out(out: Path, exist_ok: bool = False, marker: str = "bundle.json") -> None:
     """Refuse an ``--out`` that would destroy something: a file, a folder that is not a bundle
-    (never replaced), or a bundle unless ``exist_ok``. An empty folder is fine."""
+    (never replaced; ``marker`` is the file that makes a folder a bundle), or a bundle unless
+    ``exist_ok``. An empty folder is fine."""
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir():
         raise FerEdgeError(f"{out}: exists and is not a folder; choose another --out")
-    if (out / "bundle.json").is_file():
+    if (out / marker).is_file():
         if not exist_ok:
             raise FerEdgeError(f"{out}: a bundle is already there; pass --exist-ok to replace "
                                "it, or choose another --out")

@@ -90,18 +90,20 @@ def calibration_faces(split: Split, n: int, spec: InputSpec, seed: int = 0) -> n
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "percentile",
                   input_name: str = "input", percentile: float = 99.999,
                   symmetric: bool = True, per_channel: bool = True,
-                  nodes_to_exclude: list[str] | None = None, ops: str = "all") -> dict:
+                  nodes_to_exclude: list[str] | None = None,
+                  ops: str | list[str] = "all") -> dict:
     """Write the QDQ INT8 model; returns the calibration record for bundle.json.
     ``symmetric=False`` is onnxruntime's default scheme (asymmetric activations, INT32
     biases, Relus folded into zero-points): faster on onnxruntime-CPU, rejected by TensorRT.
     ``per_channel=False``: one weight scale per tensor. ``nodes_to_exclude``: nodes left in
     FP32 (what the sensitivity pass chose, export/sensitivity.py). ``ops``: a key of
-    :data:`INT8_OPS`, which operators run in INT8."""
+    :data:`INT8_OPS`, which operators run in INT8, or the list of operator types."""
     if method not in CALIB_METHODS:
         raise FerEdgeError(f"unknown calibration method {method!r}; choose "
                            f"{', '.join(CALIB_METHODS)}")
-    if ops not in INT8_OPS:
+    if isinstance(ops, str) and ops not in INT8_OPS:
         raise FerEdgeError(f"unknown --int8-ops {ops!r}; choose {', '.join(INT8_OPS)}")
+    op_types = INT8_OPS[ops] if isinstance(ops, str) else list(ops)
     dense = depthwise_convs(fp32) if ops == "conv-dense" else []
     # ActivationSymmetric: zero-points 0 (TensorRT is symmetric-only) and the Relus kept.
     # QuantizeBias=False: FP32 biases (no DequantizeLinear fed by INT32).
@@ -115,7 +117,7 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "perce
             quant_format=QuantFormat.QDQ, per_channel=per_channel,
             nodes_to_exclude=[*dense, *(nodes_to_exclude or [])],
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CALIB_METHODS[method], op_types_to_quantize=INT8_OPS[ops],
+            calibrate_method=CALIB_METHODS[method], op_types_to_quantize=op_types,
             extra_options=extra,
         )
     except Exception as e:
