@@ -14,7 +14,7 @@ from tqdm import tqdm
 from fer_edge.edge.backends import evaluate, open_backend
 from fer_edge.edge.bundle import Bundle, load_bundle
 from fer_edge.edge.data import Split, load_split
-from fer_edge.edge.detect import default_detect_width, make_detector
+from fer_edge.edge.detect import source_detector
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.fileio import check_writable_dir
 from fer_edge.edge.pipeline import Pipeline
@@ -191,7 +191,7 @@ def _end_to_end(s: BenchSettings, bundles: list[Bundle], photos: dict, results: 
         for b, name in zip(bundles, _names(bundles), strict=True):
             prec = "int8" if "int8" in b.models else "fp32"
             pipe = Pipeline(b, prec, threads=s.threads[0],
-                            detector=make_detector("haar", max_width=default_detect_width(True)))
+                            detector=source_detector(True))
             with tqdm(total=len({f.path for f in faces}), desc=f"end-to-end {name}",
                       unit="img", leave=False) as bar:
                 r = evaluate_end_to_end(pipe, faces, bar)

@@ -59,6 +59,10 @@ def demo_image() -> str:
               help="Downscale frames to this width for detection (0: full size) [320 for "
                    "video and live sources, 640 for images and folders: a photo's faces are "
                    "often small, and a still can afford the time].")
+@click.option("--profile/--no-profile", default=None,
+              help="Haar: also OpenCV's profile cascade on the frame and its mirror (turned "
+                   "faces; about 3x the detection time) [on for images and folders, off for "
+                   "video and cameras].")
 @click.option("--min-face", type=click.IntRange(8), default=24,
               help="Haar: smallest face, in detection-image pixels.")
 @click.option("--min-neighbors", type=click.IntRange(1), default=5, help="Haar minNeighbors.")
@@ -112,10 +116,10 @@ def demo_image() -> str:
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def run(camera, sources, demo, model, precision, backend, providers, threads, detector,
-        detector_model, detect_every, full_detect_every, detect_width, min_face, min_neighbors,
-        scale_factor, max_faces, classify_every, reclassify_iou, smooth, no_smooth, jsonl,
-        save_video, display, max_frames, loop, reconnect, serve, serve_token, mqtt, device_id,
-        mqtt_heartbeat, report_dir, exist_ok, quiet, verbose) -> None:
+        detector_model, detect_every, full_detect_every, detect_width, profile, min_face,
+        min_neighbors, scale_factor, max_faces, classify_every, reclassify_iou, smooth,
+        no_smooth, jsonl, save_video, display, max_frames, loop, reconnect, serve, serve_token,
+        mqtt, device_id, mqtt_heartbeat, report_dir, exist_ok, quiet, verbose) -> None:
     """camera/video/images -> face detection -> crop -> classification -> tracking -> outputs.
 
     Ends at the end of a file, after --max-frames, on q/Esc in the window, or on Ctrl-C/SIGTERM
@@ -125,6 +129,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     from pathlib import Path
 
     from fer_edge.edge.bundle import load_bundle
+    from fer_edge.edge.detect import source_detector
     from fer_edge.edge.errors import FerEdgeError
     from fer_edge.edge.pipeline import Pipeline
     from fer_edge.edge.runner import Stream, run_streams, streams_text
@@ -184,8 +189,9 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     pipes, classifier = [], None
     for spec in specs:
         pipe = Pipeline(bundle, precision, backend, threads, providers.split(","),
-                        _detector(spec, detector, detector_model, detect_width, min_face,
-                                  min_neighbors, scale_factor),
+                        source_detector(spec.kind in ("image", "folder"), detector,
+                                        detector_model, detect_width, profile, min_face,
+                                        min_neighbors, scale_factor),
                         detect_every, full_detect_every, max_faces,
                         None if no_smooth else smooth, classifier, **interval)
         classifier = pipe.classifier  # one classifier (one batch per tick) for every stream
@@ -248,23 +254,6 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
                                                              for s in summaries))
     if not sum(s.frames for s in summaries):
         raise FerEdgeError(f"{', '.join(str(s.target) for s in specs)}: no frame was read")
-
-
-def _detector(spec, name: str, model: str | None, width: int | None, min_face: int,
-              min_neighbors: int, scale_factor: float):
-    """The detector for one stream: --detect-width defaults by the kind of source."""
-    from fer_edge.edge.detect import default_detect_width, make_detector
-    from fer_edge.edge.errors import FerEdgeError
-
-    if width is None:  # measured on sfew_frames: docs/realworld.md
-        width = default_detect_width(spec.kind in ("image", "folder"))
-    if width and width < 2 * min_face:
-        raise FerEdgeError(f"--detect-width {width}: too small to find faces of "
-                           f"--min-face {min_face} px; use at least {2 * min_face} (or 0: "
-                           "full size)")
-    kw = {"min_size": min_face, "min_neighbors": min_neighbors,
-          "scale_factor": scale_factor} if name == "haar" else {}
-    return make_detector(name, model, width or None, **kw)
 
 
 def _report_jsonl(report_dir: str, jsonl: str | None, exist_ok: bool) -> str:

@@ -18,7 +18,7 @@ from conftest import SHARED_DATA, run_cli
 
 from fer_edge.edge.backends import open_backend
 from fer_edge.edge.bundle import load_bundle
-from fer_edge.edge.detect import default_detect_width, make_detector
+from fer_edge.edge.detect import source_detector
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.readahead import ReadAhead
 from fer_edge.edge.runner import Stream, run, run_streams
@@ -104,7 +104,7 @@ def test_stills_are_unchanged(bundle, classifier, tmp_path):
     for every in (1, None):
         kw = {} if every is None else {"classify_every": every}
         pipe = Pipeline(bundle, classifier=classifier, **kw,
-                        detector=make_detector("haar", max_width=default_detect_width(True)))
+                        detector=source_detector(True))
         out = tmp_path / f"{every}.jsonl"
         run(open_source(str(tmp_path / "imgs")), pipe, JsonlSink(str(out), bundle.labels),
             independent_frames=True)

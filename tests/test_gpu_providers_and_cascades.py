@@ -109,3 +109,28 @@ def test_opencv_without_cascade_classifier_is_one_line(monkeypatch):
     monkeypatch.delattr(cv2, "CascadeClassifier")
     with pytest.raises(FerEdgeError, match=r"no CascadeClassifier.*opencv-python<5.*yunet"):
         detect.HaarDetector(cascade="/any/file.xml")
+
+
+def test_profile_boxes_merge_with_frontal_by_nms():
+    frontal = [(100, 100, 80, 80)]
+    profile = [(105, 102, 78, 78), (300, 50, 60, 60), (302, 52, 60, 60)]
+    assert detect._merge(frontal, profile) == [(100, 100, 80, 80), (300, 50, 60, 60)]
+
+
+def test_stills_get_the_profile_cascade_and_video_does_not(video):
+    cap = cv2.VideoCapture(str(video))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    still, live = detect.source_detector(True), detect.source_detector(False)
+    assert (still.max_width, live.max_width) == (640, 320)
+    assert still.profile is not None and live.profile is None
+    # the one frontal face is found once: profile boxes on it are suppressed
+    boxes = [d.box for d in still(frame)]
+    assert len(boxes) == 1
+    frontal = detect.source_detector(True, profile=False)(frame)
+    assert detect._merge([d.box for d in frontal], boxes) == [d.box for d in frontal]
+    with pytest.raises(FerEdgeError, match="--profile"):
+        detect.source_detector(True, "yunet", "x.onnx", profile=True)
+    with pytest.raises(FerEdgeError, match="--detect-width 30"):
+        detect.source_detector(False, width=30)
