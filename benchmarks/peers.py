@@ -7,9 +7,11 @@ for ``fer`` and one for fer-edge differ only in what made the predictions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ from .measure import Timing
 
 log = logging.getLogger("fer_edge.bench")
 WORKER = Path(__file__).with_name("peer_worker.py")
+PROGRESS = re.compile(r"@progress (\d+)")
 
 
 def check_peer(peer: str, python: str | None) -> str:
@@ -52,18 +55,24 @@ def run_peer(peer: str, python: str, task: str, paths: list[str], threads: int =
 
     def read_stderr() -> None:
         done = 0
-        for line in proc.stderr:
-            if line.startswith("@progress "):
-                n = int(line.split()[1])
+        for line in proc.stderr:  # the peer's own logging may share a line with ours
+            m = PROGRESS.search(line)
+            if m:
+                n = int(m.group(1))
                 if progress is not None:
                     progress.update(n - done)
                 done = n
-            else:
+                line = PROGRESS.sub("", line)
+            if line.strip():
                 tail[:] = [*tail[-19:], line.rstrip()]
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     try:
-        out, _ = proc.communicate(job)
+        with contextlib.suppress(BrokenPipeError):  # a worker that died at start: see below
+            proc.stdin.write(job)  # stderr is the reader thread's: communicate() would race it
+            proc.stdin.close()
+        out = proc.stdout.read()
+        proc.wait()
     except BaseException:
         proc.kill()
         raise
