@@ -17,6 +17,7 @@ from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.detect import source_detector
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.fileio import check_writable_dir
+from fer_edge.edge.ort_providers import model_key
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
 
@@ -115,10 +116,12 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
                     # TensorRT missing here, or an engine built for another GPU/version
                     results["skipped"].append(f"{name} {precision} {backend}: {e}")
                     continue
+                # the file that runs: CPU onnxruntime's int8 is the bundle's int8_cpu model
+                file_key = model_key(b.models, key, None) if backend == "ort" else key
                 rows.append(({"model": name, "bundle": str(b.path), "arch": b.arch,
                               "precision": precision, "backend": backend,
                               "params": int(b.meta.get("params", 0)), "labels": list(b.labels),
-                              "file_bytes": b.model_path(key).stat().st_size}, engines))
+                              "file_bytes": b.model_path(file_key).stat().st_size}, engines))
     if not rows:
         raise FerEdgeError("nothing to measure: " + "; ".join(results["skipped"]))
     # Bundles usually share labels and input: read and preprocess the split once for them.
