@@ -153,6 +153,7 @@ def run_streams(streams: list[Stream], jsonl: JsonlSink | None = None,
     readers: list[ReadAhead | None] = [None] * len(streams)
     latest: list[np.ndarray | None] = [None] * len(streams)  # last annotated frame per stream
     fps_ema: list[float | None] = [None] * len(streams)
+    last_shown: list[float | None] = [None] * len(streams)
 
     # A signal stops the loop at once, except while the outputs are being written: there it
     # is noted and acted on after the tick, so the video and the JSONL agree frame by frame.
@@ -198,9 +199,11 @@ def run_streams(streams: list[Stream], jsonl: JsonlSink | None = None,
                 if jsonl:
                     jsonl.write(r)
                 if video or window or extra_img:
-                    dt = time.perf_counter() - t0
+                    now = time.perf_counter()  # the stream's frame rate: frame to frame
+                    dt, last_shown[i] = now - (last_shown[i] or now), now
                     e = fps_ema[i]
-                    fps_ema[i] = 1 / dt if e is None else 0.9 * e + 0.1 / max(dt, 1e-6)
+                    if dt > 0:
+                        fps_ema[i] = 1 / dt if e is None else 0.9 * e + 0.1 / dt
                     latest[i] = annotate(frame.image.copy(), r, fps_ema[i])
                 if max_frames is not None and summaries[i].frames >= max_frames:
                     active.remove(i)
