@@ -80,6 +80,7 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Evaluate accuracy on at most this many images (stratified).")
 @click.option("--out", type=click.Path(), default="bench", help="Output folder.")
+@click.option("--exist-ok", is_flag=True, help="Replace the report already in --out.")
 @click.option("--compare-to", type=click.Path(), default=None,
               help="Earlier results.json: print changes, exit 1 on a regression.")
 @click.option("--max-acc-drop", type=float, default=0.5, help="Gate: accuracy points.")
@@ -89,7 +90,7 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @friendly_errors
 def main(models, data, split, precision, backend, batch_sizes, threads, video, video_loops,
          video_streams, soak_seconds, soak_streams, realworld, peers, peer_python, warmup_s,
-         min_runs, min_seconds, limit, out, compare_to, max_acc_drop, max_latency_rise,
+         min_runs, min_seconds, limit, out, exist_ok, compare_to, max_acc_drop, max_latency_rise,
          verbose) -> None:
     """Benchmark model bundles side by side; writes results.json, results.csv, report.md and
     plots to --out. Ctrl-C writes what was measured so far."""
@@ -115,7 +116,7 @@ def main(models, data, split, precision, backend, batch_sizes, threads, video, v
     old = load_results(compare_to) if compare_to else None  # fail early on a bad file
     command = shlex.join(["fer-bench", *sys.argv[1:]])
     with sigterm_as_interrupt():  # kill writes the partial results like Ctrl-C
-        results, files = run_benchmark(settings, Path(out), command)
+        results, files = run_benchmark(settings, Path(out), command, exist_ok)
     click.echo((Path(out) / "report.md").read_text())
     click.echo("wrote " + ", ".join(str(f) for f in files), err=True)
     if results.get("interrupted"):

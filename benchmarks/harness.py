@@ -61,10 +61,15 @@ def _names(bundles: list[Bundle]) -> list[str]:
     return names
 
 
-def run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list[Path]]:
+def run_benchmark(s: BenchSettings, out: Path, command: str,
+                  exist_ok: bool = False) -> tuple[dict, list[Path]]:
     """Measure, then write the reports to ``out``. Every input is checked before the first
-    measurement: the output folder can be written, the bundles read, the video decoded.
-    Ctrl-C (or SIGTERM, from the CLI) stops early and writes what was measured."""
+    measurement: the output folder can be written (and holds no earlier report unless
+    ``exist_ok``), the bundles read, the video decoded. Ctrl-C (or SIGTERM, from the CLI)
+    stops early and writes what was measured."""
+    if (out / "results.json").exists() and not exist_ok:
+        raise FerEdgeError(f"--out {out}: already holds a fer-bench report (results.json); "
+                           "choose another folder, or pass --exist-ok to replace it")
     check_writable_dir(out)
     bundles = [load_bundle(m) for m in s.models]
     if s.video:

@@ -210,3 +210,15 @@ def test_every_reader_checks_the_bundle_against_its_model(d, name, words):
         Pipeline(d / name)
     check_cli("fer-edge", ["run", "--source", d / "faces" / "happy", "--model", d / name], 1,
               [name, words])
+
+
+def test_earlier_report_is_kept_unless_exist_ok(d, tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "results.json").write_text('{"earlier": true}')
+    check_cli("fer-bench", ["--data", d / "faces", *FAST, "--out", out], 1,
+              ["--out", "results.json", "--exist-ok"])
+    assert (out / "results.json").read_text() == '{"earlier": true}'
+    check_cli("fer-bench", ["--data", d / "faces", *FAST, "--out", out, "--exist-ok"], 0, [])
+    new = json.loads((out / "results.json").read_text())
+    assert "earlier" not in new and new["schema"] == "fer-bench/1"
