@@ -50,7 +50,7 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_int
 @click.option("--opset", type=click.IntRange(13), default=18)
 @click.option("--tta-flip", is_flag=True,
               help="Put horizontal-flip averaging inside the graph.")
-@click.option("--crop-margin", type=float, default=None,
+@click.option("--crop-margin", type=click.FloatRange(0.0, 1.0), default=None,
               help="Face-box margin recorded in the bundle [the checkpoint's, else 0.075, "
                    "measured for Haar boxes on FER2013 by fer-edge calibrate-margin].")
 @click.option("--name", default=None, help="Bundle name [the architecture].")
