@@ -36,6 +36,8 @@ def check_peer(peer: str, python: str | None) -> str:
         r = subprocess.run([exe, "-c", probe], capture_output=True, text=True, timeout=60)
     except OSError as e:
         raise FerEdgeError(f"--peer-python {exe}: cannot run it ({e.strerror or e})") from None
+    except subprocess.TimeoutExpired:
+        raise FerEdgeError(f"--peer-python {exe}: did not answer within 60 s") from None
     if r.returncode != 0:
         raise FerEdgeError(f"--peers {peer}: not installed for {exe} (pip install {peer} in a "
                            "separate environment and pass its python as --peer-python)")
