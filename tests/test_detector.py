@@ -5,6 +5,7 @@ Images are synthetic 'faces' drawn at known boxes and landmarks."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from fer_edge.edge.bundle import default_bundle_path
 from fer_edge.edge.detect import make_detector
 from fer_edge.edge.detmetrics import DetectionScorer
 from fer_edge.edge.errors import FerEdgeError
@@ -238,9 +240,26 @@ def test_bad_inputs_name_the_file(tmp_path):
         OurDetector(bad)
     with pytest.raises(FerEdgeError, match="no detector.json"):
         OurDetector(tmp_path)
+    # a bundle without a "detector" folder and no --detector-model: one line saying so
+    plain = tmp_path / "plain_bundle"
+    shutil.copytree(default_bundle_path(), plain, ignore=shutil.ignore_patterns("detector"))
+    meta = json.loads((plain / "bundle.json").read_text())
+    meta.pop("detector", None)
+    (plain / "bundle.json").write_text(json.dumps(meta))
     r = run_cli("fer_edge.edge.cli", "run", "--source", str(data / "images" / "0.jpg"),
-                "--detector", "ours", "--no-display", timeout=60)
+                "--model", str(plain), "--detector", "ours", "--no-display", timeout=60)
     assert r.returncode == 1 and "--detector ours needs --detector-model" in r.stderr
+
+
+def test_shipped_bundle_carries_our_detector(video, tmp_path):
+    """`--detector ours` with no --detector-model runs the shipped bundle's detector folder and
+    writes the five landmarks; the face is found on every frame of the shared video."""
+    r = run_cli("fer_edge.edge.cli", "run", "--source", str(video), "--detector", "ours",
+                "--no-display", "-q", "--jsonl", str(tmp_path / "o.jsonl"), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(ln) for ln in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert rows and all(len(row["faces"]) == 1 for row in rows)
+    assert all(len(row["faces"][0]["landmarks"]) == 5 for row in rows)
 
 
 def test_sigterm_leaves_a_resumable_run(tmp_path):
