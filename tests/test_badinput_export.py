@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from badinput import check_cli, tmpfs
-from conftest import REPO, write_faces
+from conftest import REPO, run_cli, write_faces
 
 pytest.importorskip("torch", reason="the [export] extra is not installed")
 pytest.importorskip("onnx", reason="the [export] extra is not installed")
@@ -133,3 +133,10 @@ def test_sigterm_cleans_up_like_ctrl_c(d, tmp_path):
     assert p.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
     assert list(tmp_path.iterdir()) == [], "temporary folder left behind"
+
+
+def test_crop_margin_outside_0_1_is_refused_before_any_work(tmp_path):
+    r = run_cli("fer_edge.export.cli", str(tmp_path / "x.pt"), "--out", str(tmp_path / "o"),
+                "--crop-margin", "-0.5")
+    assert r.returncode == 2 and "--crop-margin" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()

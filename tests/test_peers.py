@@ -141,3 +141,24 @@ def test_bench_video_loop_next_to_fers_own(tmp_path, standin_fer, video):
     md = (tmp_path / "b" / "report.md").read_text()
     assert "| fer 0.0.1 | fer's own loop" in md and "x |" in md and "Soak: 2 looped" in md
     assert "not measured" not in md
+
+
+class _Count:
+    n = 0
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+
+def test_peer_logging_on_stderr_does_not_break_progress(tmp_path, standin_fer):
+    """Peers log to stderr without newlines (TensorFlow's "Created TensorFlow Lite XNNPACK
+    delegate"), so fer-bench's progress marks share lines with them."""
+    (standin_fer / "fer" / "fer.py").write_text(
+        "import sys\n" + STANDIN.replace("        h, w = img.shape[:2]",
+                                         "        sys.stderr.write('INFO: delegate')\n"
+                                         "        h, w = img.shape[:2]"))
+    write_faces(tmp_path / "photos", {"happy": 60}, size=32, color=True)
+    faces = read_labelled_images(tmp_path / "photos", LABELS)
+    bar = _Count()
+    r = score_peer("fer", sys.executable, "images", faces, LABELS, progress=bar)
+    assert r["accuracy"] == 1.0 and bar.n == 50  # the mark at image 50 was read
