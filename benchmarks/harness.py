@@ -16,7 +16,7 @@ from fer_edge.edge.bundle import Bundle, load_bundle
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.detect import source_detector
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import check_writable_dir
+from fer_edge.edge.fileio import check_output_dir
 from fer_edge.edge.ort_providers import model_key
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
@@ -67,10 +67,7 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
     measurement: the output folder can be written (and holds no earlier report unless
     ``exist_ok``), the bundles read, the video decoded. Ctrl-C (or SIGTERM, from the CLI)
     stops early and writes what was measured."""
-    if (out / "results.json").exists() and not exist_ok:
-        raise FerEdgeError(f"--out {out}: already holds a fer-bench report (results.json); "
-                           "choose another folder, or pass --exist-ok to replace it")
-    check_writable_dir(out)
+    check_output_dir(out, ("results.json",), "a fer-bench report", exist_ok, option="--out")
     bundles = [load_bundle(m) for m in s.models]
     if s.video:
         check_video(s.video)
@@ -87,10 +84,13 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
     }
     latencies: dict[str, np.ndarray] = {}
     try:
-        _measure(s, bundles, results, latencies)
+        splits = _measure(s, bundles, results, latencies)
         _pipelines(s, bundles, peer_python, results)
         _end_to_end(s, bundles, photos, results)
-        _peers(s, bundles[0], peer_python, photos, results, latencies)
+        b = bundles[0]
+        split = splits[b.labels, b.input][0] if (b.labels, b.input) in splits else \
+            _read_split(s, b) if s.data and peer_python else None
+        _peers(s, b, split, peer_python, photos, results, latencies)
     except KeyboardInterrupt:
         results["interrupted"] = True
         log.warning("interrupted: writing the results measured so far")
@@ -99,7 +99,9 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
 
 
 def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
-             latencies: dict[str, np.ndarray]) -> None:
+             latencies: dict[str, np.ndarray]) -> dict[tuple, tuple[Split, np.ndarray]]:
+    """Accuracy, latency and throughput rows; returns the accuracy split read (and its
+    preprocessed tensor) per (labels, input), for the peers to get the same images."""
     # Every model is opened (and checked against its bundle.json) before the first
     # measurement, so a bad bundle fails in seconds, not after the others were measured.
     rows: list[tuple[dict, dict]] = []  # (row, {threads: backend})
@@ -154,6 +156,7 @@ def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,
             _row_for(results, row, t)
     for threads in s.threads:
         _latency(s, bundles, rows, threads, results, latencies)
+    return data
 
 
 def _pipelines(s: BenchSettings, bundles: list[Bundle], python: dict[str, str],
@@ -209,14 +212,13 @@ def _end_to_end(s: BenchSettings, bundles: list[Bundle], photos: dict, results: 
                                         "threads": s.threads[0], **r})
 
 
-def _peers(s: BenchSettings, b: Bundle, python: dict[str, str], photos: dict,
-           results: dict, latencies: dict[str, np.ndarray]) -> None:
+def _peers(s: BenchSettings, b: Bundle, split: Split | None, python: dict[str, str],
+           photos: dict, results: dict, latencies: dict[str, np.ndarray]) -> None:
     """The peer packages on the same images: the accuracy split as face crops (classifier
     only) and every --realworld set end to end with their own detector; a peer whose model
     file can be timed alone (fer) also gets a row in the results table (:func:`_peer_row`)."""
     crops = []
-    if s.data and python:
-        split = _read_split(s, b)
+    if split is not None and python:  # the split our models were scored on (_measure)
         if split.paths:
             crops = [LabelledFace(p, b.labels[y]) for p, y in zip(split.paths, split.labels,
                                                                   strict=True)]

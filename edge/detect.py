@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import FerEdgeError
 from .preprocess import to_gray
+from .tracker import iou
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,6 @@ def _load_cascade(path: str) -> cv2.CascadeClassifier:
 def _merge(kept: list, extra: list, max_iou: float = 0.3) -> list:
     """``kept`` plus the boxes of ``extra`` that overlap none already taken (greedy NMS that
     prefers the earlier list)."""
-    from .tracker import iou
-
     out = list(kept)
     for b in extra:
         if all(iou(tuple(b), tuple(k)) < max_iou for k in out):

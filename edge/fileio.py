@@ -102,3 +102,17 @@ def check_writable_dir(path: str | os.PathLike, probe_bytes: int = 4096,
         if tmp:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def check_output_dir(path: str | os.PathLike, outputs: tuple[str, ...], what: str,
+                     exist_ok: bool = False, option: str | None = None) -> None:
+    """:func:`check_writable_dir`, and refuse a folder that already holds any of ``outputs``
+    (the files of ``what``, an earlier run's) unless ``exist_ok``: nothing is replaced
+    without being asked."""
+    path = Path(path)
+    check_writable_dir(path, option=option)
+    there = [n for n in outputs if (path / n).exists()]
+    if there and not exist_ok:
+        name = f"{option} {path}" if option else str(path)
+        raise FerEdgeError(f"{name}: already holds {what} ({', '.join(there)}); choose "
+                           "another folder, or pass --exist-ok to replace it")

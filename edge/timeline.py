@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import FerEdgeError
 from .events import SCHEMA, TrackEvents
-from .fileio import atomic_write_text, check_writable_dir
+from .fileio import atomic_write_text, check_output_dir
 from .labels import FER2013_LABELS
 
 OUTPUTS = ("frames.csv", "summary.csv", "summary.md", "timeline.png")
@@ -166,11 +166,7 @@ def summarise(rows: list[Row]) -> dict[int, TrackSummary]:
 
 def check_out(out: Path, exist_ok: bool) -> None:
     """``out`` can take a report: a folder (made if needed) without one unless ``exist_ok``."""
-    check_writable_dir(out)
-    there = [n for n in OUTPUTS if (out / n).exists()]
-    if there and not exist_ok:
-        raise FerEdgeError(f"{out}: already holds a report ({', '.join(there)}); choose "
-                           "another folder, or pass --exist-ok to replace it")
+    check_output_dir(out, OUTPUTS, "a report", exist_ok)
 
 
 def _csv(rows: list[list]) -> str:

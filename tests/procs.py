@@ -92,3 +92,18 @@ class RunProc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+
+
+def signal_after_lines(module_args: list[str], jsonl: Path, lines: int, sig: int,
+                       wait: float = 120, timeout: float = 60) -> tuple[int, str]:
+    """Start ``python -m *module_args``; once ``jsonl`` holds ``lines`` lines (or after
+    ``wait`` seconds) send it ``sig``; returns its exit code and stderr."""
+    p = subprocess.Popen([sys.executable, "-m", *module_args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + wait
+    while time.time() < deadline and (not jsonl.exists()
+                                      or jsonl.read_text().count("\n") < lines):
+        time.sleep(0.1)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=timeout)
+    return p.returncode, err

@@ -12,7 +12,6 @@ import json
 import signal
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from badinput import check_cli
+from procs import signal_after_lines
 
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.pipeline import BadFrame, Pipeline
@@ -336,16 +336,10 @@ def test_save_video_written_completely_on_a_normal_disk(video, tmp_path):
 
 def test_sigterm_exits_130_with_outputs_closed(video, tmp_path):
     jl, vid = tmp_path / "o.jsonl", tmp_path / "o.avi"
-    p = subprocess.Popen([sys.executable, "-m", "fer_edge.edge.cli", *RUN, "--source",
-                          str(video), "--loop", "200", "--jsonl", str(jl), "--save-video",
-                          str(vid), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not jl.exists() or jl.read_text().count("\n") < 10):
-        time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
+    code, err = signal_after_lines(["fer_edge.edge.cli", *RUN, "--source", str(video), "--loop",
+                                    "200", "--jsonl", str(jl), "--save-video", str(vid), "-q"],
+                                   jl, 10, signal.SIGTERM)
+    assert code == 130, err
     assert "stopped by signal" in err and "Traceback" not in err
     n = len(jl.read_text().splitlines())
     cap = cv2.VideoCapture(str(vid))

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import run_cli
+from procs import signal_after_lines
 
 from fer_edge.edge.bundle import load_bundle
 from fer_edge.edge.pipeline import Pipeline
@@ -121,15 +119,10 @@ def test_bad_input_is_one_clear_error(args, message):
 
 def test_sigint_closes_outputs_cleanly(video, tmp_path):
     jl, vid = tmp_path / "o.jsonl", tmp_path / "o.avi"
-    p = subprocess.Popen([sys.executable, "-m", *RUN, "--source", str(video), "--loop", "200",
-                          "--jsonl", str(jl), "--save-video", str(vid), "-q", "--no-display"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not jl.exists() or jl.read_text().count("\n") < 20):
-        time.sleep(0.1)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
+    code, err = signal_after_lines([*RUN, "--source", str(video), "--loop", "200", "--jsonl",
+                                    str(jl), "--save-video", str(vid), "-q", "--no-display"],
+                                   jl, 20, signal.SIGINT)
+    assert code == 130, err
     assert "stopped by signal" in err
     recs = _jsonl(jl)  # every line is complete JSON
     assert len(recs) >= 20

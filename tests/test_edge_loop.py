@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SHARED_DATA, run_cli
+from procs import signal_after_lines
 
 from fer_edge.edge.backends import open_backend
 from fer_edge.edge.bundle import load_bundle
@@ -236,16 +235,10 @@ def test_cli_several_sources(video, tmp_path):
 
 def test_sigterm_stops_several_streams_cleanly(video, tmp_path):
     jl = tmp_path / "o.jsonl"
-    p = subprocess.Popen([sys.executable, "-m", *RUN, "--source", str(video), "--source",
-                          str(video), "--loop", "200", "--jsonl", str(jl), "-q",
-                          "--no-display"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (not jl.exists() or jl.read_text().count("\n") < 20):
-        time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=30)
-    assert p.returncode == 130, err
+    code, err = signal_after_lines([*RUN, "--source", str(video), "--source", str(video),
+                                    "--loop", "200", "--jsonl", str(jl), "-q", "--no-display"],
+                                   jl, 20, signal.SIGTERM, wait=60, timeout=30)
+    assert code == 130, err
     rows = _jsonl(jl)  # every line whole
     assert len(rows) >= 20 and {r["stream"] for r in rows} == {0, 1}
 
