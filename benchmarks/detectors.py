@@ -25,10 +25,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.edge.detect import Detection, make_detector
-from fer_edge.edge.detmetrics import score_detector
+from fer_edge.edge.detection.choose import make_detector
+from fer_edge.edge.detection.common import Detection
+from fer_edge.edge.detection.metrics import score_detector
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import atomic_write_text
+from fer_edge.edge.inputs.files import atomic_write_text
 
 
 def _as_arrays(dets: list[Detection]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -41,7 +42,7 @@ def _as_arrays(dets: list[Detection]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def on_labels(name: str, det, labels: str, width: int) -> dict:
-    from fer_edge.train.facedet_data import load_labels, read_image
+    from fer_edge.train.detector.data import load_labels, read_image
 
     samples = load_labels(labels)
     items = [(read_image(s.image), s.faces) for s in samples]

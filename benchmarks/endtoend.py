@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.imageio import IMAGE_SUFFIXES, BadImage, read_image
+from fer_edge.edge.inputs.images import IMAGE_SUFFIXES, BadImage, read_image
 from fer_edge.edge.labels import canonical_label
 from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.pipeline import Pipeline

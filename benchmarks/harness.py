@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fer_edge.edge.backends import evaluate, open_backend
 from fer_edge.edge.bundle import Bundle, load_bundle
 from fer_edge.edge.data import Split, load_split
-from fer_edge.edge.detect import source_detector
+from fer_edge.edge.detection.choose import source_detector
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import check_output_dir
-from fer_edge.edge.ort_providers import model_key
+from fer_edge.edge.inference.backend import evaluate, open_backend
+from fer_edge.edge.inference.ort_providers import model_key
+from fer_edge.edge.inputs.files import check_output_dir
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
 

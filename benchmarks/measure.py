@@ -51,7 +51,7 @@ def open_video(video: str):
     import cv2
 
     from fer_edge.edge.errors import FerEdgeError
-    from fer_edge.edge.sources import VideoFile, parse_source
+    from fer_edge.edge.inputs.sources import VideoFile, parse_source
 
     try:
         return VideoFile(parse_source(video))
@@ -78,10 +78,10 @@ def pipeline_fps(bundle, precision: str, video: str, naive: bool = False,
     frame, FP32, every face classified on every frame) for comparison. ``streams`` copies of
     the video run at once in one loop (one batched classifier call per tick); FPS is per
     stream. The load average when it ended is recorded: the numbers depend on it."""
-    from fer_edge.edge.detect import make_detector
+    from fer_edge.edge.detection.choose import make_detector
+    from fer_edge.edge.inputs.sources import LoopedVideo
     from fer_edge.edge.pipeline import Pipeline
     from fer_edge.edge.runner import Stream, run_streams
-    from fer_edge.edge.sources import LoopedVideo
 
     pipes: list = []
     for _ in range(streams):
@@ -125,9 +125,9 @@ def soak(bundle, precision: str, video: str, streams: int, seconds: float,
     """``streams`` copies of ``video``, looped, in one loop for ``seconds``: RSS sampled every
     ``every_s`` seconds (default: a twentieth of the run, at most 10 s). ``drift_pct``: the
     last sample against the one after the first sample period (start-up excluded)."""
+    from fer_edge.edge.inputs.sources import LoopedVideo
     from fer_edge.edge.pipeline import Pipeline
     from fer_edge.edge.runner import Stream, run_streams
-    from fer_edge.edge.sources import LoopedVideo
 
     samples: list[tuple[float, float]] = []
     every_s = every_s or min(10.0, seconds / 20)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import atomic_write_text
+from fer_edge.edge.inputs.files import atomic_write_text
 
 log = logging.getLogger("fer_edge.bench")
 

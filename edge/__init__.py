@@ -1,7 +1,21 @@
 """fer_edge.edge: the runtime that ships to the device.
 
-Everything every stage shares lives here (labels, preprocessing, dataset readers, metrics,
-the model-bundle format), and nothing here imports torch or timm.
+The top of the package holds the loop and what every stage shares:
+
+- the loop: ``pipeline`` (one frame -> detect, crop, classify, track), ``runner`` (sources
+  through the pipeline into the outputs, several streams in one batch), ``tracker``,
+  ``results`` (what a frame gives), ``cli``/``cliutil`` (``fer-edge``);
+- the shared contract: ``preprocess`` (the one crop -> tensor), ``bundle`` (the model bundle
+  format), ``labels``, ``data`` (dataset readers), ``metrics``, ``errors``.
+
+The rooms, one per stage: ``inputs`` (frames and files in), ``detection`` (faces in a frame),
+``inference`` (a batch of crops -> logits, onnxruntime and TensorRT), ``outputs`` (window,
+video, JSON Lines, live view, MQTT, events, timelines).
+
+May import: the standard library, numpy, OpenCV, onnxruntime, click, tqdm, and lazily the
+optional extras (TensorRT, cuda-python, paho-mqtt, matplotlib). Never ``fer_edge.train``,
+``fer_edge.export``, ``fer_edge.benchmarks``, torch or timm (import-linter contracts in
+``pyproject.toml``).
 """
 
 __version__ = "0.1.0"

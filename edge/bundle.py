@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FerEdgeError
-from .fileio import atomic_write_text
+from .inputs.files import atomic_write_text
 from .preprocess import CropSpec, InputSpec
 
 BUNDLE_FORMAT = "fer-edge-bundle"

@@ -129,18 +129,18 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     from pathlib import Path
 
     from fer_edge.edge.bundle import load_bundle
-    from fer_edge.edge.detect import source_detector
+    from fer_edge.edge.detection.choose import source_detector
     from fer_edge.edge.errors import FerEdgeError
-    from fer_edge.edge.pipeline import Pipeline
-    from fer_edge.edge.runner import Stream, run_streams, streams_text
-    from fer_edge.edge.sinks import (
+    from fer_edge.edge.inputs.sources import LoopedVideo, open_source, parse_source, quiet_opencv
+    from fer_edge.edge.outputs.sinks import (
         JsonlSink,
         VideoSink,
         Window,
         check_output,
         display_available,
     )
-    from fer_edge.edge.sources import LoopedVideo, open_source, parse_source, quiet_opencv
+    from fer_edge.edge.pipeline import Pipeline
+    from fer_edge.edge.runner import Stream, run_streams, streams_text
 
     quiet_opencv(verbose)
     chosen = [x for x in (camera, *sources, demo_image() if demo else None) if x is not None]
@@ -261,7 +261,7 @@ def _report_jsonl(report_dir: str, jsonl: str | None, exist_ok: bool) -> str:
     from pathlib import Path
 
     from fer_edge.edge.errors import FerEdgeError
-    from fer_edge.edge.timeline import check_out
+    from fer_edge.edge.outputs.timeline import check_out
 
     out = Path(report_dir)
     if jsonl == "-":
@@ -284,7 +284,7 @@ def _open_extra_sinks(serve: str | None, token: str | None, mqtt: str | None,
 
     sinks: list = []
     if serve:
-        from fer_edge.edge.serve import LiveView, parse_hostport
+        from fer_edge.edge.outputs.live_view import LiveView, parse_hostport
 
         host, port = parse_hostport(serve)
         if host in ("0.0.0.0", "::", ""):
@@ -296,7 +296,7 @@ def _open_extra_sinks(serve: str | None, token: str | None, mqtt: str | None,
         click.echo(f"fer-edge: serving {view.url}" + (" (token required)" if token else ""),
                    err=True)
     if mqtt:
-        from fer_edge.edge.mqtt_events import MqttEvents
+        from fer_edge.edge.outputs.mqtt_events import MqttEvents
 
         try:
             sinks.append(MqttEvents(mqtt, device_id, heartbeat))
@@ -308,7 +308,7 @@ def _open_extra_sinks(serve: str | None, token: str | None, mqtt: str | None,
 
 
 def _echo_report(jsonl: str, out: str, exist_ok: bool, quiet: bool) -> None:
-    from fer_edge.edge.timeline import write_report
+    from fer_edge.edge.outputs.timeline import write_report
 
     tracks = write_report(jsonl, out, exist_ok, progress=not quiet)
     for s in tracks.values():
@@ -361,8 +361,8 @@ def calibrate_margin(data, sources, demo, images) -> None:
     """Measure the crop margin that frames live Haar detections like FER2013's images
     (eye distance relative to the image vs. to the detector box)."""
     setup_logging(False)
-    from fer_edge.edge.framing import estimate_crop_margin
-    from fer_edge.edge.sources import quiet_opencv
+    from fer_edge.edge.detection.framing import estimate_crop_margin
+    from fer_edge.edge.inputs.sources import quiet_opencv
 
     quiet_opencv()
     r = estimate_crop_margin(data, [*sources, *([demo_image()] if demo else [])],
@@ -374,7 +374,7 @@ def calibrate_margin(data, sources, demo, images) -> None:
 
 
 # fer-edge build-engine (its own module: TensorRT engines are compiled on the device)
-from .engine_build import build_engine_command  # noqa: E402
+from .inference.tensorrt.cli import build_engine_command  # noqa: E402
 
 main.add_command(build_engine_command)
 

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from .errors import FerEdgeError
-from .fileio import atomic_write
-from .imageio import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, BadImage, read_image
+from .inputs.files import atomic_write
+from .inputs.images import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, BadImage, read_image
 from .labels import FER2013_LABELS, canonical_label
 
 log = logging.getLogger(__name__)

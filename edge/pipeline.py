@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .backends import Backend, open_backend
 from .bundle import Bundle, load_bundle
-from .detect import Detector, detect_near, make_detector
+from .detection.choose import make_detector
+from .detection.common import Detector, detect_near
 from .errors import FerEdgeError
+from .inference.backend import Backend, open_backend
 from .metrics import softmax
 from .preprocess import crop_box, preprocess
+from .results import FaceResult, FrameResult
 from .tracker import IouTracker, Track
 
 log = logging.getLogger(__name__)
@@ -85,39 +87,6 @@ def as_frame(image: object) -> np.ndarray:
     elif out.ndim == 3 and out.shape[2] == 4:
         out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(out)
-
-
-@dataclass
-class FaceResult:
-    box: tuple[int, int, int, int]
-    track_id: int
-    label: str
-    score: float
-    probs: np.ndarray  # smoothed when smoothing is on
-    raw_probs: np.ndarray  # the classifier's output at the track's last classification
-    classified: bool = True  # classified on this frame (else its probabilities carried over)
-    # five (x, y) points from the detector's last detection of this face (Detection.landmarks)
-    landmarks: tuple[tuple[float, float], ...] | None = None
-
-    def to_dict(self, labels: tuple[str, ...]) -> dict:
-        d = {"box": list(self.box), "track_id": self.track_id, "label": self.label,
-             "score": round(self.score, 4), "classified": self.classified,
-             "probs": {k: round(float(p), 4) for k, p in zip(labels, self.probs, strict=True)}}
-        if self.landmarks is not None:
-            d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
-        return d
-
-
-@dataclass
-class FrameResult:
-    index: int
-    timestamp: float
-    faces: list[FaceResult]
-    detected: bool  # the detector ran on this frame
-    timings: dict[str, float] = field(default_factory=dict)  # ms per stage
-    path: str | None = None
-    faces_over_limit: int = 0  # faces found but not classified (beyond max_faces)
-    stream: int = 0  # the stream's index in a run of several sources
 
 
 class Pipeline:

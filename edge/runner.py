@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import FerEdgeError
-from .pipeline import STAGES, FrameResult, PendingFrame, Pipeline, classify_pending, split_probs
-from .readahead import ReadAhead
-from .sinks import FrameSink, JsonlSink, VideoSink, Window, annotate, tile
-from .sources import FrameSource
+from .inputs.readahead import ReadAhead
+from .inputs.sources import FrameSource
+from .outputs.sinks import FrameSink, JsonlSink, VideoSink, Window, annotate, tile
+from .pipeline import STAGES, PendingFrame, Pipeline, classify_pending, split_probs
+from .results import FrameResult
 
 log = logging.getLogger(__name__)
 

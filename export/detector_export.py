@@ -3,7 +3,7 @@
 ``fer-export`` when its checkpoint is a detector's.
 
 The ONNX graph has a dynamic height and width (multiples of 32), decoding and NMS stay in
-numpy (:mod:`fer_edge.edge.face_detector`). INT8 is onnxruntime's static QDQ quantisation
+numpy (:mod:`fer_edge.edge.detection.ours`). INT8 is onnxruntime's static QDQ quantisation
 (:func:`.quantize.quantize_int8`) of the convolutions, calibrated on training images; the
 score/box/landmark tail stays FP32. The accuracy gate: the INT8 model's AP50 on the
 validation labels may fall at most ``max_drop`` points below FP32's, else no INT8 model is
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from fer_edge.edge.detmetrics import score_detector
+from fer_edge.edge.detection.metrics import score_detector
+from fer_edge.edge.detection.ours import DETECTOR_FORMAT, DETECTOR_JSON, STRIDES, OurDetector
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.face_detector import DETECTOR_FORMAT, DETECTOR_JSON, STRIDES, OurDetector
-from fer_edge.edge.fileio import atomic_write_text, check_writable_dir, umask_mode
+from fer_edge.edge.inputs.files import atomic_write_text, check_writable_dir, umask_mode
 
 log = logging.getLogger("fer_edge.export")
 FP32_FILE, INT8_FILE = "detector_fp32.onnx", "detector_int8.onnx"
@@ -54,7 +54,7 @@ class DetectorExportOptions:
 
 
 def _labels(path: str, default: str):
-    from fer_edge.train.facedet_data import load_labels
+    from fer_edge.train.detector.data import load_labels
 
     p = Path(path)
     return load_labels(p / default if p.is_dir() else p)
@@ -95,7 +95,7 @@ def export_onnx_detector(model, path: Path, opset: int = 17, size: int = 320) ->
 
 def calibration_images(samples, n: int, size: int, seed: int = 0) -> np.ndarray:
     """``n`` seed-fixed training images, letterboxed to ``size`` square, [n, 3, size, size]."""
-    from fer_edge.train.facedet_data import letterbox_faces, read_image
+    from fer_edge.train.detector.data import letterbox_faces, read_image
 
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(samples), min(n, len(samples)), replace=False)
@@ -105,7 +105,7 @@ def calibration_images(samples, n: int, size: int, seed: int = 0) -> np.ndarray:
 
 def detector_ap(model_path: Path, samples, width: int) -> dict[str, Any]:
     """AP50 / recall at 0.1 FPPI / landmark NME of one ONNX model on labelled images."""
-    from fer_edge.train.facedet_data import read_image
+    from fer_edge.train.detector.data import read_image
 
     det = OurDetector(model_path, max_width=width, threads=1)
     items = ((read_image(s.image), s.faces) for s in samples)
@@ -117,7 +117,7 @@ def detector_ap(model_path: Path, samples, width: int) -> dict[str, Any]:
 def export_detector(checkpoint: str, opts: DetectorExportOptions) -> dict[str, Any]:
     """Write the detector bundle at ``opts.out``; returns its detector.json content."""
     from fer_edge.train.checkpoint import load_checkpoint
-    from fer_edge.train.facedet_model import FaceDetNet
+    from fer_edge.train.detector.model import FaceDetNet
 
     from .exporter import _install, check_out
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from fer_edge.edge.backends import OrtBackend, evaluate, open_backend
 from fer_edge.edge.bundle import load_bundle, write_bundle_json
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import check_writable_dir, umask_mode
+from fer_edge.edge.inference.backend import OrtBackend, evaluate, open_backend
+from fer_edge.edge.inputs.files import check_writable_dir, umask_mode
 from fer_edge.edge.preprocess import FER2013_HAAR_MARGIN, InputSpec, preprocess
 
 log = logging.getLogger("fer_edge.export")
@@ -428,7 +428,7 @@ LATENCY_TOLERANCE = 1.05
 
 def _add_engines(out: Path, meta: dict, opts: ExportOptions, spec: InputSpec) -> None:
     """``--trt``: the same build as ``fer-edge build-engine`` (edge.trt_build.add_engine)."""
-    from fer_edge.edge.trt_build import add_engine
+    from fer_edge.edge.inference.tensorrt.build import add_engine
 
     for precision in opts.trt:
         try:

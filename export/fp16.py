@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer_edge.edge.backends import OrtBackend, predict_logits
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.inference.backend import OrtBackend, predict_logits
 from fer_edge.edge.preprocess import InputSpec
 
 from .onnx_export import Ensemble, FlipAverage, export_onnx

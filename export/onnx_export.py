@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer_edge.edge.backends import OrtBackend, predict_logits
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.inference.backend import OrtBackend, predict_logits
 from fer_edge.edge.preprocess import InputSpec
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ import cv2
 import pytest
 from badinput import check_cli, tmpfs
 
-from fer_edge.edge.backends import open_backend
 from fer_edge.edge.bundle import default_bundle_path, load_bundle, write_bundle_json
 from fer_edge.edge.data import load_split
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.inference.backend import open_backend
 
 FAST = ["--warmup-s", "0.01", "--min-runs", "3", "--min-seconds", "0.01", "--batch-sizes", "1",
         "--threads", "1"]

@@ -24,8 +24,8 @@ from badinput import check_cli
 from procs import signal_after_lines
 
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.inputs.sources import LiveCapture, SourceSpec, VideoFile, open_source
 from fer_edge.edge.pipeline import BadFrame, Pipeline
-from fer_edge.edge.sources import LiveCapture, SourceSpec, VideoFile, open_source
 
 RUN = ("run", "--no-display")
 
@@ -310,7 +310,7 @@ def test_jsonl_on_a_full_disk_is_one_error(files, tmp_path):
 
 def test_video_sink_refuses_a_file_that_lost_frames(video, tmp_path, monkeypatch):
     """With the free-space watch off, the read-back at close still catches the loss."""
-    from fer_edge.edge import sinks
+    from fer_edge.edge.outputs import sinks
 
     monkeypatch.setattr(sinks, "MIN_FREE_BYTES", 0)
     frame = _first_frame(video)

@@ -362,7 +362,7 @@ def test_read_only_folder_without_root(base, tmp_path):
 def test_write_failure_names_the_file():
     """A real ENOSPC from /dev/full through the one wrapper every fer-train write uses."""
     from fer_edge.edge.errors import FerEdgeError
-    from fer_edge.edge.fileio import writing
+    from fer_edge.edge.inputs.files import writing
 
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system")

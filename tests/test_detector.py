@@ -14,11 +14,11 @@ import pytest
 from conftest import run_cli
 
 from fer_edge.edge.bundle import default_bundle_path
-from fer_edge.edge.detect import make_detector
-from fer_edge.edge.detmetrics import DetectionScorer
+from fer_edge.edge.detection.choose import make_detector
+from fer_edge.edge.detection.metrics import DetectionScorer
+from fer_edge.edge.detection.ours import FLIP_ORDER, OurDetector, decode, nms, priors
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.face_detector import FLIP_ORDER, OurDetector, decode, nms, priors
-from fer_edge.train.facedet_data import build_targets, hflip, load_labels
+from fer_edge.train.detector.data import build_targets, hflip, load_labels
 
 
 def draw_face(img: np.ndarray, x: int, y: int, s: int) -> list[float]:
@@ -76,7 +76,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("det")
     data = make_set(root / "data")
     run = root / "run"
-    code, err = invoke("fer_edge.train.facedet_cli", "--data", str(data), "--img-size", "128",
+    code, err = invoke("fer_edge.train.detector.cli", "--data", str(data), "--img-size", "128",
                        "--epochs", "2", "--samples-per-epoch", "16", "--batch-size", "8",
                        "--threads", "1", "--val-size", "192", "--out", str(run))
     assert code == 0, err[-2000:]
@@ -94,7 +94,7 @@ def test_training_run_writes_resumable_outputs(trained):
     assert m["task"] == "detect" and len(m["history"]) == 2
     assert {"val_ap50", "val_recall_at_0.1fppi", "train_lm"} <= set(m["history"][0])
     assert (run / "curves.png").stat().st_size > 1000 and (run / "best.pt").is_file()
-    code, err = invoke("fer_edge.train.facedet_cli", "--data", str(data), "--resume",
+    code, err = invoke("fer_edge.train.detector.cli", "--data", str(data), "--resume",
                        str(run / "last.pt"), "--epochs", "3")
     assert code == 0, err[-2000:]
     assert len(json.loads((run / "metrics.json").read_text())["history"]) == 3
@@ -221,12 +221,12 @@ def test_scorer_ap_recall_and_landmark_error():
 
 def test_bad_inputs_name_the_file(tmp_path):
     data = make_set(tmp_path / "d", n=3)
-    code, err = invoke("fer_edge.train.facedet_cli", "--data", str(tmp_path / "nope"),
+    code, err = invoke("fer_edge.train.detector.cli", "--data", str(tmp_path / "nope"),
                        "--out", str(tmp_path / "r"))
     assert code == 1 and f"--data {tmp_path / 'nope'}: not found" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
     (data / "images" / "1.jpg").write_bytes(b"not a jpeg")
-    code, err = invoke("fer_edge.train.facedet_cli", "--data", str(data), "--img-size", "64",
+    code, err = invoke("fer_edge.train.detector.cli", "--data", str(data), "--img-size", "64",
                        "--epochs", "1", "--samples-per-epoch", "4", "--batch-size", "4",
                        "--threads", "1", "--val-size", "64", "--out", str(tmp_path / "r"))
     assert code == 1 and "1.jpg: not a readable image" in err
@@ -270,7 +270,7 @@ def test_sigterm_leaves_a_resumable_run(tmp_path):
 
     data = make_set(tmp_path / "d", n=4)
     run = tmp_path / "r"
-    p = subprocess.Popen([sys.executable, "-m", "fer_edge.train.facedet_cli", "--data",
+    p = subprocess.Popen([sys.executable, "-m", "fer_edge.train.detector.cli", "--data",
                           str(data), "--img-size", "64", "--epochs", "500",
                           "--samples-per-epoch", "8", "--batch-size", "4", "--threads", "1",
                           "--val-size", "64", "--out", str(run)],

@@ -14,8 +14,8 @@ from conftest import run_cli
 from procs import signal_after_lines
 
 from fer_edge.edge.bundle import load_bundle
+from fer_edge.edge.inputs.sources import LoopedVideo, SourceSpec, VideoFile, parse_source
 from fer_edge.edge.pipeline import Pipeline
-from fer_edge.edge.sources import LoopedVideo, SourceSpec, VideoFile, parse_source
 from fer_edge.edge.tracker import IouTracker
 
 RUN = ("fer_edge.edge.cli", "run")
@@ -176,7 +176,7 @@ def test_memory_flat_over_thousands_of_frames(video):
 
 
 def test_crop_margin_estimate_is_plausible(fer2013, video):
-    from fer_edge.edge.framing import estimate_crop_margin
+    from fer_edge.edge.detection.framing import estimate_crop_margin
 
     r = estimate_crop_margin(str(fer2013), [str(video)], images=400)
     assert r["live_eye_pairs"] >= 50 and r["fer_eye_pairs"] >= 100
@@ -186,7 +186,7 @@ def test_crop_margin_estimate_is_plausible(fer2013, video):
 def test_live_source_that_stops_delivering_gives_up(video):
     """A live capture (here a stream that runs dry) is retried, then an error, not a hang."""
     from fer_edge.edge.errors import FerEdgeError
-    from fer_edge.edge.sources import LiveCapture
+    from fer_edge.edge.inputs.sources import LiveCapture
 
     src = LiveCapture(SourceSpec("url", str(video)), max_retries=0, read_timeout=0.5)
     got = 0

@@ -15,14 +15,20 @@ import pytest
 from conftest import SHARED_DATA, run_cli
 from procs import signal_after_lines
 
-from fer_edge.edge.backends import open_backend
 from fer_edge.edge.bundle import load_bundle
-from fer_edge.edge.detect import source_detector
+from fer_edge.edge.detection.choose import source_detector
+from fer_edge.edge.inference.backend import open_backend
+from fer_edge.edge.inputs.readahead import ReadAhead
+from fer_edge.edge.inputs.sources import (
+    LiveCapture,
+    LoopedVideo,
+    SourceSpec,
+    VideoFile,
+    open_source,
+)
+from fer_edge.edge.outputs.sinks import JsonlSink
 from fer_edge.edge.pipeline import Pipeline
-from fer_edge.edge.readahead import ReadAhead
 from fer_edge.edge.runner import Stream, run, run_streams
-from fer_edge.edge.sinks import JsonlSink
-from fer_edge.edge.sources import LiveCapture, LoopedVideo, SourceSpec, VideoFile, open_source
 
 RUN = ("fer_edge.edge.cli", "run")
 SFEW = SHARED_DATA / "realworld" / "sfew_frames"

@@ -13,17 +13,13 @@ from conftest import REPO, run_cli
 torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
 pytest.importorskip("onnx", reason="the [export] extra is not installed")
 
-from fer_edge.edge.backends import OrtBackend, predict_logits
 from fer_edge.edge.bundle import load_bundle
 from fer_edge.edge.data import load_split
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.inference.backend import OrtBackend, predict_logits
+from fer_edge.edge.inference.tensorrt.runtime import tensorrt_unavailable_reason
 from fer_edge.edge.preprocess import InputSpec, preprocess
-from fer_edge.edge.trt_backend import tensorrt_unavailable_reason
-from fer_edge.train.checkpoint import (
-    build_from_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from fer_edge.train.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from fer_edge.train.models import create_model
 
 
@@ -165,7 +161,7 @@ def test_trt_without_tensorrt_fails_clearly_but_keeps_onnx(trained, tmp_path):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_tensorrt_engine_builds_and_matches_onnx(bundle_dir, trained, fer2013, tmp_path,
                                                  precision):
-    from fer_edge.edge.trt_backend import TensorRTBackend
+    from fer_edge.edge.inference.tensorrt.runtime import TensorRTBackend
 
     d = _copy(bundle_dir, tmp_path)
     from fer_edge.export.exporter import _add_engines, ExportOptions  # noqa: I001

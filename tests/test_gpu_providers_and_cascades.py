@@ -13,10 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_edge.edge import detect, ort_providers
-from fer_edge.edge.backends import OrtBackend
 from fer_edge.edge.bundle import default_bundle_path
+from fer_edge.edge.detection import opencv as detect
+from fer_edge.edge.detection.choose import make_detector, source_detector
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.inference import ort_providers
+from fer_edge.edge.inference.backend import OrtBackend
 
 TRT, CUDA, CPU = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -98,7 +100,7 @@ def test_cascade_found_in_a_system_opencv_folder(monkeypatch, tmp_path):
 def test_no_cascade_anywhere_is_one_line_saying_what_to_do(monkeypatch, tmp_path):
     _no_cv2_data(monkeypatch, [tmp_path / "a", tmp_path / "b"])
     with pytest.raises(FerEdgeError) as e:
-        detect.make_detector("haar")
+        make_detector("haar")
     msg = str(e.value)
     assert "\n" not in msg and "haarcascade_frontalface_default.xml" in msg
     assert "opencv-python<5" in msg and "--detector yunet --detector-model" in msg
@@ -122,15 +124,15 @@ def test_stills_get_the_profile_cascade_and_video_does_not(video):
     ok, frame = cap.read()
     cap.release()
     assert ok
-    still, live = detect.source_detector(True), detect.source_detector(False)
+    still, live = source_detector(True), source_detector(False)
     assert (still.max_width, live.max_width) == (640, 320)
     assert still.profile is not None and live.profile is None
     # the one frontal face is found once: profile boxes on it are suppressed
     boxes = [d.box for d in still(frame)]
     assert len(boxes) == 1
-    frontal = detect.source_detector(True, profile=False)(frame)
+    frontal = source_detector(True, profile=False)(frame)
     assert detect._merge([d.box for d in frontal], boxes) == [d.box for d in frontal]
     with pytest.raises(FerEdgeError, match="--profile"):
-        detect.source_detector(True, "yunet", "x.onnx", profile=True)
+        source_detector(True, "yunet", "x.onnx", profile=True)
     with pytest.raises(FerEdgeError, match="--detect-width 30"):
-        detect.source_detector(False, width=30)
+        source_detector(False, width=30)

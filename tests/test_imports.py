@@ -26,12 +26,12 @@ def test_edge_never_imports_torch_or_timm():
 def test_cli_modules_import_no_heavy_libraries():
     loaded = _loaded_after("import fer_edge.train.cli, fer_edge.export.cli, "
                            "fer_edge.edge.cli, fer_edge.benchmarks.cli, "
-                           "fer_edge.train.facedet_cli")
+                           "fer_edge.train.detector.cli")
     assert not {"torch", "timm", "onnx", "onnxruntime", "matplotlib"} & loaded
 
 
 def test_every_command_has_help():
     for mod in ("fer_edge.train.cli", "fer_edge.export.cli", "fer_edge.edge.cli",
-                "fer_edge.benchmarks.cli", "fer_edge.train.facedet_cli"):
+                "fer_edge.benchmarks.cli", "fer_edge.train.detector.cli"):
         r = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "Usage" in r.stdout, (mod, r.stderr)

@@ -15,9 +15,9 @@ from conftest import REPO, run_cli
 onnx = pytest.importorskip("onnx", reason="the [export] extra is not installed")
 from onnx import TensorProto, numpy_helper
 
-from fer_edge.edge.backends import OrtBackend, open_backend, predict_logits
 from fer_edge.edge.bundle import default_bundle_path, load_bundle
 from fer_edge.edge.data import load_split
+from fer_edge.edge.inference.backend import OrtBackend, open_backend, predict_logits
 from fer_edge.edge.preprocess import preprocess
 
 MAX_OPSET_TRT_10_3 = 20  # onnx-tensorrt release/10.3: opsets 9..20

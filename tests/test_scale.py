@@ -13,9 +13,9 @@ from conftest import run_cli
 torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
 pytest.importorskip("onnx", reason="the [export] extra is not installed")
 
-from fer_edge.edge.backends import OrtBackend
 from fer_edge.edge.bundle import load_bundle
 from fer_edge.edge.data import load_split
+from fer_edge.edge.inference.backend import OrtBackend
 from fer_edge.edge.preprocess import preprocess
 from fer_edge.train.checkpoint import build_from_checkpoint, load_checkpoint
 from fer_edge.train.engine import Distiller

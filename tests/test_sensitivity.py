@@ -18,9 +18,9 @@ from conftest import run_cli
 torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
 onnx = pytest.importorskip("onnx", reason="the [export] extra is not installed")
 
-from fer_edge.edge.backends import OrtBackend, evaluate
 from fer_edge.edge.bundle import load_bundle
 from fer_edge.edge.data import FER2013_LABELS, load_split
+from fer_edge.edge.inference.backend import OrtBackend, evaluate
 from fer_edge.edge.preprocess import InputSpec, preprocess
 from fer_edge.export.sensitivity import channel_sqnr, search
 from fer_edge.train.checkpoint import save_checkpoint

@@ -21,12 +21,13 @@ import pytest
 from conftest import run_cli
 from trt_standin import FakeCuda, make_trt, reference
 
-from fer_edge.edge import trt_backend, trt_build
-from fer_edge.edge.backends import open_backend
 from fer_edge.edge.bundle import default_bundle_path, load_bundle
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.trt_backend import TensorRTBackend
-from fer_edge.edge.trt_build import add_engine, build_engine, parse_batch
+from fer_edge.edge.inference.backend import open_backend
+from fer_edge.edge.inference.tensorrt import build as trt_build
+from fer_edge.edge.inference.tensorrt import runtime as trt_backend
+from fer_edge.edge.inference.tensorrt.build import add_engine, build_engine, parse_batch
+from fer_edge.edge.inference.tensorrt.runtime import TensorRTBackend
 
 pytest.importorskip("onnx", reason="the stand-in parser reads the ONNX with onnx")
 

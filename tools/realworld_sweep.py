@@ -15,7 +15,7 @@ import time
 
 from fer_edge.benchmarks.endtoend import evaluate_end_to_end, read_labelled_images
 from fer_edge.edge.bundle import load_bundle
-from fer_edge.edge.detect import source_detector
+from fer_edge.edge.detection.choose import source_detector
 from fer_edge.edge.pipeline import Pipeline
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import atomic_write_bytes, writing
+from fer_edge.edge.inputs.files import atomic_write_bytes, writing
 
 CHECKPOINT_FORMAT = "fer-edge-checkpoint"
 REQUIRED = ("arch", "labels", "input", "model")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.edge.fileio import atomic_write
+from fer_edge.edge.inputs.files import atomic_write
 
 
 def _plt():

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import check_writable_dir
+from fer_edge.edge.inputs.files import check_writable_dir
 
 DEFAULT_OUT = "runs/train"
 RUN_FILES = ("best.pt", "last.pt", "metrics.json", "train.log")

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from fer_edge.edge.data import Split, concat_splits, load_split
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import atomic_write, atomic_write_text, writing
-from fer_edge.edge.imageio import BadImage
+from fer_edge.edge.inputs.files import atomic_write, atomic_write_text, writing
+from fer_edge.edge.inputs.images import BadImage
 from fer_edge.edge.labels import FER2013_LABELS
 from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.preprocess import InputSpec

@@ -3,7 +3,7 @@
 The images are research-only and never enter the repo: this script rebuilds the set from the
 snapshots that ``git clone`` (or the fetch tool) brings, into a folder of your choice::
 
-    python -m fer_edge.train.detdata --mirror-dir /work/.mirror --out /work/data-det
+    python -m fer_edge.train.detector.dataset --mirror-dir /work/.mirror --out /work/data-det
 
 ``--mirror-dir`` holds one bare git repository (or clone) per source, as
 ``owner+name/repo`` (the fetch tool's layout), ``owner+name`` or ``name``:
@@ -41,9 +41,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.edge.detmetrics import iou
+from fer_edge.edge.detection.metrics import iou
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.fileio import atomic_write_bytes, atomic_write_text
+from fer_edge.edge.inputs.files import atomic_write_bytes, atomic_write_text
 
 WIDER = ("himanshuchopade97/Crowd-Counting", "6c86209a36e71286d8d06f70809d038450ac608c")
 LANDMARKS = ("ShiqiYu/libfacedetection.train", "9d8553d3c234873aad8d177218b6be1ed14f9250")
@@ -241,7 +241,7 @@ def build_fddb(g: Path, out: Path, max_side: int, limit: int | None) -> list[dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fer_edge.train.detdata",
+    ap = argparse.ArgumentParser(prog="python -m fer_edge.train.detector.dataset",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--mirror-dir", required=True, type=Path,
                     help="folder with the git snapshots (owner+name/repo or name)")

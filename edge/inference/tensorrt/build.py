@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .bundle import Bundle, write_bundle_json
-from .cuda_layer import CudaLayer, open_cuda
-from .errors import FerEdgeError
-from .fileio import atomic_write_bytes
-from .trt_backend import import_tensorrt, tensorrt_version
+from ...bundle import Bundle, write_bundle_json
+from ...errors import FerEdgeError
+from ...inputs.files import atomic_write_bytes
+from .cuda import CudaLayer, open_cuda
+from .runtime import import_tensorrt, tensorrt_version
 
 log = logging.getLogger(__name__)
 

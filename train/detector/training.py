@@ -19,23 +19,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fer_edge.edge.detmetrics import DetectionScorer
+from fer_edge.edge.detection.metrics import DetectionScorer
+from fer_edge.edge.detection.ours import decode, nms, priors
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.face_detector import decode, nms, priors
-from fer_edge.edge.fileio import atomic_write_text, writing
+from fer_edge.edge.inputs.files import atomic_write_text, writing
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .facedet_data import (
-    DetSample,
-    augment,
-    build_targets,
-    letterbox_faces,
-    load_labels,
-    read_image,
-)
-from .facedet_model import FaceDetNet, count_params
-from .rundir import choose_out, run_folder
-from .trainer import _raise_on_sigterm, fit_epochs_to_time
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..rundir import choose_out, run_folder
+from ..trainer import _raise_on_sigterm, fit_epochs_to_time
+from .data import DetSample, augment, build_targets, letterbox_faces, load_labels, read_image
+from .model import FaceDetNet, count_params
 
 log = logging.getLogger("fer_edge.train")
 ARCH = "facedet"
@@ -180,7 +173,7 @@ def fit_detector(cfg: DetTrainConfig) -> dict[str, Any]:
     data = Path(cfg.data)
     if not data.exists():
         raise FerEdgeError(f"--data {data}: not found (a dataset folder built by 'python -m "
-                           "fer_edge.train.detdata', or a train label file)")
+                           "fer_edge.train.detector.dataset', or a train label file)")
     train = load_labels(data / "train.jsonl" if data.is_dir() else data)
     val = load_labels(cfg.val or (data / "val_wider.jsonl" if data.is_dir()
                                   else data.parent / "val_wider.jsonl"))
@@ -319,7 +312,7 @@ def finish(cfg: DetTrainConfig, out: Path, val: list[DetSample], history: list[d
 
 
 def plot_detector_curves(history: list[dict], path: Path) -> None:
-    from .report import _plt, save_figure
+    from ..report import _plt, save_figure
 
     plt = _plt()
     ep = [h["epoch"] for h in history]

@@ -1,11 +1,11 @@
 """``fer-edge build-engine``: compile a bundle's ONNX model into a TensorRT engine on this
-device (no torch needed; the work is :func:`fer_edge.edge.trt_build.add_engine`)."""
+device (no torch needed; the work is :func:`fer_edge.edge.inference.tensorrt.build.add_engine`)."""
 
 from __future__ import annotations
 
 import click
 
-from .cliutil import friendly_errors, setup_logging
+from ...cliutil import friendly_errors, setup_logging
 
 
 @click.command("build-engine", context_settings={"help_option_names": ["-h", "--help"],
@@ -23,8 +23,8 @@ def build_engine_command(bundle: str, precision: str, batch: str, force: bool,
     """Build BUNDLE/model.PRECISION.engine with this machine's TensorRT (>= 10) and record
     it, with the TensorRT version and GPU, in BUNDLE/bundle.json (as trt_PRECISION)."""
     setup_logging(verbose)
-    from .bundle import load_bundle
-    from .trt_build import add_engine, parse_batch
+    from ...bundle import load_bundle
+    from .build import add_engine, parse_batch
 
     record = add_engine(load_bundle(bundle), precision, parse_batch(batch), force=force)
     click.echo(f"wrote {record['file']}: TensorRT {record['tensorrt']}, {record['gpu']} "

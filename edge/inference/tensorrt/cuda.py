@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import FerEdgeError
+from ...errors import FerEdgeError
 
 INSTALL_HINT = ("pip install cuda-bindings (x86: 'fer-edge[tensorrt]'; Jetson: the "
                 "cuda-bindings wheel matching JetPack's CUDA, see README 'Jetson')")

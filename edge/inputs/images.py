@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import FerEdgeError
+from ..errors import FerEdgeError
 
 # Formats OpenCV 4 reads (Pillow-style extensions people have in dataset folders).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")

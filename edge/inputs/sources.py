@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import FerEdgeError
-from .imageio import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, BadImage, read_image
+from ..errors import FerEdgeError
+from .images import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, BadImage, read_image
 
 log = logging.getLogger(__name__)
 

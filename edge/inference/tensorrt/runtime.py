@@ -21,8 +21,8 @@ from types import ModuleType
 
 import numpy as np
 
-from .cuda_layer import CudaLayer, open_cuda
-from .errors import FerEdgeError
+from ...errors import FerEdgeError
+from .cuda import CudaLayer, open_cuda
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .data import load_split
-from .detect import HaarDetector
-from .errors import FerEdgeError
-from .preprocess import to_gray
-from .sources import open_source, parse_source
+from ..data import load_split
+from ..errors import FerEdgeError
+from ..inputs.sources import open_source, parse_source
+from ..preprocess import to_gray
+from .opencv import HaarDetector
 
 SIDE = 192
 

@@ -1,7 +1,7 @@
 """Our own face detector with five landmarks (``--detector ours``): an ONNX model run by
 onnxruntime, decoded and suppressed in numpy (no torch at run time).
 
-The network (``fer_edge.train.facedet_model``) is anchor-free: one point per cell of the
+The network (``fer_edge.train.detector.model``) is anchor-free: one point per cell of the
 stride 8, 16 and 32 feature maps. Its single output ``pred`` is ``[1, N, 15]``, the cells of
 stride 8, then 16, then 32, each row-major: the face score (a probability), the distances
 from the cell centre to the box's left, top, right and bottom edges, and the five landmarks
@@ -25,9 +25,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .bundle import sha256_file
-from .detect import Detection
-from .errors import FerEdgeError
+from ..bundle import sha256_file
+from ..errors import FerEdgeError
+from .common import Detection
 
 STRIDES = (8, 16, 32)
 ALIGN = 32  # input sides are multiples of the largest stride

@@ -24,9 +24,9 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from .errors import FerEdgeError
+from ..errors import FerEdgeError
+from ..results import FrameResult
 from .events import SCHEMA, TrackEvent, TrackEvents
-from .pipeline import FrameResult
 from .sinks import RateMeter
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def default_device_id() -> str:
 
 
 class MqttEvents:
-    """A :class:`~fer_edge.edge.sinks.FrameSink` publishing track events (module docstring)."""
+    """A :class:`~fer_edge.edge.outputs.sinks.FrameSink` publishing track events (module
+    docstring)."""
 
     def __init__(self, url: str, device_id: str | None = None, heartbeat: float = 10.0,
                  max_queued: int = MAX_QUEUED):

@@ -20,10 +20,10 @@ from typing import IO, Protocol
 import cv2
 import numpy as np
 
-from .errors import FerEdgeError
+from ..errors import FerEdgeError
+from ..inputs.files import umask_mode, write_error
+from ..results import FrameResult
 from .events import SCHEMA
-from .fileio import umask_mode, write_error
-from .pipeline import FrameResult
 
 log = logging.getLogger(__name__)
 

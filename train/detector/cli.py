@@ -14,8 +14,8 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "show_default": True})
 @click.option("--data", required=True, type=click.Path(),
-              help="Dataset folder built by 'python -m fer_edge.train.detdata' (train.jsonl, "
-                   "val_wider.jsonl, images/), or a train label file.")
+              help="Dataset folder built by 'python -m fer_edge.train.detector.dataset' "
+                   "(train.jsonl, val_wider.jsonl, images/), or a train label file.")
 @click.option("--val", type=click.Path(), default=None,
               help="Validation label file [DATA/val_wider.jsonl].")
 @click.option("--width", type=click.FloatRange(0.25, 4), default=1.0,
@@ -53,7 +53,7 @@ def main(**o) -> None:
     setup_logging(o.pop("verbose"))
     if o["img_size"] % 32:
         raise click.BadParameter("must be a multiple of 32", param_hint="--img-size")
-    from .facedet_train import DetTrainConfig, fit_detector
+    from .training import DetTrainConfig, fit_detector
 
     cfg = DetTrainConfig(command=shlex.join(["fer-train-detector", *sys.argv[1:]]), **o)
     m = fit_detector(cfg)

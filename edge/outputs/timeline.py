@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FerEdgeError
+from ..errors import FerEdgeError
+from ..inputs.files import atomic_write_text, check_output_dir
+from ..labels import FER2013_LABELS
 from .events import SCHEMA, TrackEvents
-from .fileio import atomic_write_text, check_output_dir
-from .labels import FER2013_LABELS
 
 OUTPUTS = ("frames.csv", "summary.csv", "summary.md", "timeline.png")
 MAX_TRACKS_PLOTTED = 8  # the longest-seen tracks; the others are in the CSVs
@@ -301,7 +301,7 @@ def timeline_png(path: Path, rows: list[Row], tracks: dict[int, TrackSummary],
         fig.savefig(buf, format="png", dpi=100)
     finally:
         plt.close(fig)
-    from .fileio import atomic_write_bytes
+    from ..inputs.files import atomic_write_bytes
 
     atomic_write_bytes(path, buf.getvalue())
 

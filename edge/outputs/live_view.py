@@ -31,9 +31,9 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
-from .errors import FerEdgeError
+from ..errors import FerEdgeError
+from ..results import FrameResult
 from .events import SCHEMA
-from .pipeline import FrameResult
 from .sinks import RateMeter
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class LiveView:
-    """A :class:`~fer_edge.edge.sinks.FrameSink` serving the loop over HTTP (see the module
+    """A :class:`~fer_edge.edge.outputs.sinks.FrameSink` serving the loop over HTTP (see the module
     docstring). ``url`` is where it listens (the real port when 0 was asked for)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,

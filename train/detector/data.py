@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_edge.edge.detection.ours import FLIP_ORDER, priors
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.face_detector import FLIP_ORDER, priors
 
 ROW = 15  # x0 y0 x1 y1, 10 landmark values, has_lm
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from .errors import FerEdgeError
+from ..errors import FerEdgeError
 
 
 def umask_mode(path: str | os.PathLike) -> None:

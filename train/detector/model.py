@@ -2,7 +2,7 @@
 anchor-free head per stride (8, 16, 32): 56 k parameters at width 1, 118 k at 1.5.
 
 Input ``[B, 3, H, W]`` BGR 0..255 (normalised inside), H and W multiples of 32. Output
-``[B, N, 15]`` in the layout :mod:`fer_edge.edge.face_detector` decodes: score probability,
+``[B, N, 15]`` in the layout :mod:`fer_edge.edge.detection.ours` decodes: score probability,
 left/top/right/bottom distances and five landmark offsets in input pixels. ``raw=True``
 returns the training form instead: score logits, log-distances / stride, offsets / stride.
 """
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_edge.edge.face_detector import STRIDES
+from fer_edge.edge.detection.ours import STRIDES
 
 N_OUT = 15
 

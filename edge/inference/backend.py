@@ -15,11 +15,11 @@ from typing import Protocol
 
 import numpy as np
 
+from ..bundle import Bundle
+from ..data import Split
+from ..errors import FerEdgeError
+from ..metrics import classification_report
 from . import ort_providers
-from .bundle import Bundle
-from .data import Split
-from .errors import FerEdgeError
-from .metrics import classification_report
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def open_backend(bundle: Bundle, precision: str = "int8", backend: str = "ort",
         classifier: Backend = OrtBackend(bundle.model_path(key), threads, providers, spin,
                                          input_chw=chw)
     elif backend == "tensorrt":
-        from .trt_backend import TensorRTBackend
+        from .tensorrt.runtime import TensorRTBackend
 
         key = precision if precision.startswith("trt") else f"trt_{precision}"
         classifier = TensorRTBackend(bundle.model_path(key), record=bundle.models[key])
