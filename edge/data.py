@@ -49,6 +49,9 @@ class Split:
     label_names: tuple[str, ...]
     source: str
     paths: list[str] = field(default_factory=list)  # per image, when read from files
+    # per image, a training target distribution over ``label_names`` (float32 [N, C]; FER+
+    # votes, see soft_labels.py); None: the single labels are the targets
+    soft: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,7 +82,14 @@ class Split:
 
     def subset(self, index: np.ndarray) -> Split:
         paths = [self.paths[i] for i in index] if self.paths else []
-        return Split(self.images[index], self.labels[index], self.label_names, self.source, paths)
+        return Split(self.images[index], self.labels[index], self.label_names, self.source, paths,
+                     None if self.soft is None else self.soft[index])
+
+    def targets(self) -> np.ndarray:
+        """The training target distribution of every image: ``soft``, else one-hot labels."""
+        if self.soft is not None:
+            return self.soft
+        return np.eye(len(self.label_names), dtype=np.float32)[self.labels]
 
 
 def concat_splits(splits: Sequence[Split]) -> Split:
@@ -91,9 +101,11 @@ def concat_splits(splits: Sequence[Split]) -> Split:
             raise FerEdgeError(f"{s.source}: labels {s.label_names} / size "
                                f"{s.images.shape[1:]} differ from {first.source}'s")
     paths = [p for s in splits for p in (s.paths or [""] * len(s))]
+    soft = np.concatenate([s.targets() for s in splits]) \
+        if any(s.soft is not None for s in splits) else None
     return Split(np.concatenate([s.images for s in splits]),
                  np.concatenate([s.labels for s in splits]), first.label_names,
-                 " + ".join(s.source for s in splits), paths)
+                 " + ".join(s.source for s in splits), paths, soft)
 
 
 def default_cache_dir() -> Path:

@@ -103,6 +103,13 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.5,
               help="Weight of the distillation loss.")
 @click.option("--kd-temperature", type=click.FloatRange(0.1), default=4.0)
+@click.option("--soft-labels", type=click.Path(), default=None,
+              help="A FER+ vote file (file,neutral,happiness,...,unknown,NF): train on each "
+                   "image's vote distribution (not-a-face rows dropped, unknown left out) and "
+                   "report the FER+ majority accuracy beside the dataset-label accuracy.")
+@click.option("--soft-mix", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="With --soft-labels: target = MIX x votes + (1 - MIX) x the dataset's "
+                   "own label.")
 @click.option("--init", type=click.Path(), default=None,
               help="Start from the weights of a local checkpoint of the same --arch (only "
                    "the classifier head may differ).")
@@ -132,11 +139,17 @@ def main(**o) -> None:
     o["extra_data"] = list(o["extra_data"])
     o["in_chans"] = int(o["in_chans"])
     cfg = TrainConfig(augment=aug, command=shlex.join(["fer-train", *sys.argv[1:]]), **o)
+    if "soft_mix" in given and not cfg.soft_labels:
+        raise click.UsageError("--soft-mix needs --soft-labels FILE")
     m = fit(cfg, given)
     if not m:  # a torchrun rank other than 0
         return
+    ferplus = m.get("val_ferplus")
     click.echo(f"best {m['selection_metric']} {m['best_val_acc']:.4f} at epoch "
-               f"{m['best_epoch']}; outputs in {m['config']['out']}")
+               f"{m['best_epoch']}"
+               + (f" (FER+ majority {ferplus['accuracy']:.4f} on {ferplus['images']} "
+                  "images)" if ferplus else "")
+               + f"; outputs in {m['config']['out']}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,15 @@ def to_tensor(split: Split, index: np.ndarray, spec: InputSpec, device: torch.de
     return x, y
 
 
+def task_target(split: Split, index: np.ndarray, y: torch.Tensor) -> torch.Tensor:
+    """What the task loss compares the logits with: the split's label distributions
+    (``Split.soft``, e.g. FER+ votes; cross-entropy against a distribution) when it has them,
+    else the class indices ``y``."""
+    if split.soft is None:
+        return y
+    return torch.from_numpy(split.soft[index]).to(y.device, non_blocking=True)
+
+
 @dataclass
 class Distiller:
     """Knowledge distillation: (1 - alpha) * task loss + alpha * T^2 * KL(teacher || student)
@@ -98,7 +107,7 @@ def train_one_epoch(
         x = augment(x, aug, gen, spec)
         with torch.autocast(device.type, enabled=scaler is not None):
             logits = model(x)
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, task_target(split, idx, y))
             if distiller is not None:
                 loss = distiller.loss(logits, distiller.teacher_logits(x, idx), loss)
         optimizer.zero_grad(set_to_none=True)

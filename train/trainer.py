@@ -26,6 +26,7 @@ from fer_edge.edge.inputs.images import BadImage
 from fer_edge.edge.labels import FER2013_LABELS
 from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.preprocess import InputSpec
+from fer_edge.edge.soft_labels import Votes, read_votes, vote_distribution
 
 from .augment import AugmentConfig
 from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
@@ -78,6 +79,8 @@ class TrainConfig:
     sync_bn: bool = False  # DDP on GPUs: synchronise BatchNorm statistics across ranks
     teacher: str | None = None
     kd_alpha: float = 0.5
+    soft_labels: str | None = None  # a FER+ vote file: train on the vote distributions
+    soft_mix: float = 1.0  # target = mix * votes + (1 - mix) * the dataset's own label
     kd_temperature: float = 4.0
     command: str = ""
 
@@ -324,6 +327,31 @@ def _load_data(cfg: TrainConfig, labels: tuple[str, ...], world: int) -> tuple[S
     return train, val
 
 
+def _attach_votes(cfg: TrainConfig, train: Split, val: Split) -> tuple[Split, Votes | None]:
+    """--soft-labels: the training split with its vote distributions as targets (images
+    without one dropped, counted in the log), and the validation images' votes, for the FER+
+    majority accuracy reported beside the dataset-label accuracy (None: val has no votes)."""
+    if not cfg.soft_labels:
+        return train, None
+    table = read_votes(cfg.soft_labels)
+    votes = vote_distribution(train.paths, train.label_names, table,
+                              f"{cfg.data} [{cfg.train_split}]")
+    soft = train.subset(votes.index)
+    own = np.eye(len(train.label_names), dtype=np.float32)[soft.labels]
+    soft.soft = (cfg.soft_mix * votes.dist + (1 - cfg.soft_mix) * own).astype(np.float32)
+    log.info("--soft-labels %s: %d of %d training images get a vote distribution (mix %.2f); "
+             "dropped: %d not a face, %d without a vote for our classes, %d not in the file",
+             table.path, len(votes.index), len(train), cfg.soft_mix, votes.not_a_face,
+             votes.no_vote, votes.missing)
+    try:
+        val_votes = vote_distribution(val.paths, val.label_names, table,
+                                      f"{cfg.data} [{cfg.val_split}]")
+    except FerEdgeError as e:
+        log.warning("no FER+ majority accuracy on the validation split: %s", e)
+        val_votes = None
+    return soft, val_votes
+
+
 def fit(cfg: TrainConfig, given: Collection[str] | None = None) -> dict[str, Any]:
     """Train, checkpointing every epoch; returns the metrics dict written to metrics.json.
     Under torchrun every rank calls this; rank 0 alone logs and writes files.
@@ -371,6 +399,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
         model.load_state_dict(resume_ckpt["model"])
     distiller = _load_teacher(cfg, labels, spec, device)
     train, val = _load_data(cfg, labels, ctx.world)
+    train, val_votes = _attach_votes(cfg, train, val)
     if distiller is not None and not cfg.augment.enabled:  # inputs never change: run once
         probs = predict_proba(distiller.teacher, train, spec, device)  # probabilities ...
         distiller.cached = torch.from_numpy(np.log(np.maximum(probs, 1e-12)))  # log-probs
@@ -402,7 +431,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
         torch.set_rng_state(resume_ckpt["torch_rng"])
 
     meta = {"arch": cfg.arch, "arch_kwargs": _arch_kwargs(cfg), "labels": list(labels),
-            "input": spec.to_dict(),
+            "input": spec.to_dict(), "targets": _targets_record(cfg),
             "config": cfg.to_dict(), "params": count_params(model), "world_size": ctx.world}
 
     def state(epoch: int) -> dict[str, Any]:
@@ -440,6 +469,9 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
                 p = gather_rows(val_index, predict_proba(model, val, spec, device, flip=flip,
                                                          index=val_index), len(val), ctx)
                 row[key] = float((p.argmax(1) == val.labels).mean())
+            if val_votes is not None:  # on the last of the above (flip-averaged when on)
+                row["val_ferplus_acc"] = float(
+                    val_votes.majority_correct(p[val_votes.index].argmax(1)).mean())
             row["time_s"] = round(prior_s + time.time() - t_start, 1)  # training time so far
             history.append(row)
             if cfg.time_limit:
@@ -457,6 +489,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
                 msg = (f"epoch {epoch + 1:3d}/{cfg.schedule_epochs}  loss {st.loss:.4f}  "
                        f"train {st.accuracy:.4f}  val {row['val_acc']:.4f}"
                        + (f"  val_flip {row['val_acc_flip']:.4f}" if cfg.eval_flip else "")
+                       + (f"  ferplus {row['val_ferplus_acc']:.4f}"
+                          if "val_ferplus_acc" in row else "")
                        + f"  {st.images_per_s:.0f} img/s" + ("  *best*" if improved else ""))
                 tqdm.write(msg)
                 with writing(out / "train.log"), open(out / "train.log", "a") as fh:
@@ -473,15 +507,26 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
     if epoch < cfg.schedule_epochs and ctx.main:
         tqdm.write(f"stopped after epoch {epoch} of {cfg.schedule_epochs} (--stop-after); "
                    f"continue with --resume {out / 'last.pt'}")
-    metrics = finish(cfg, out, val, spec, device, history, metric, time.time() - t_start) \
-        if ctx.main else {}
+    metrics = finish(cfg, out, val, spec, device, history, metric, time.time() - t_start,
+                     val_votes) if ctx.main else {}
     barrier(ctx)
     shutdown(ctx)
     return metrics
 
 
+def _targets_record(cfg: TrainConfig) -> dict[str, Any]:
+    """What the model was trained to predict, for the checkpoint and the bundle."""
+    if not cfg.soft_labels:
+        return {"kind": "labels"}
+    from fer_edge.edge.bundle import sha256_file
+
+    return {"kind": "votes", "file": Path(cfg.soft_labels).name,
+            "sha256": sha256_file(cfg.soft_labels), "mix": cfg.soft_mix}
+
+
 def finish(cfg: TrainConfig, out: Path, val: Split, spec: InputSpec, device: torch.device,
-           history: list[dict], metric: str, elapsed: float) -> dict[str, Any]:
+           history: list[dict], metric: str, elapsed: float,
+           val_votes: Votes | None = None) -> dict[str, Any]:
     """Evaluate the best checkpoint, write metrics.json, curves.png and confusion.png."""
     from .report import plot_confusion, plot_curves
 
@@ -496,8 +541,16 @@ def finish(cfg: TrainConfig, out: Path, val: Split, spec: InputSpec, device: tor
         "best_val_acc": best_ckpt["best"], "val_tta_flip": cfg.eval_flip,
         "val_report": report, "history": history,
         "train_seconds_this_run": round(elapsed, 1), "command": cfg.command,
+        "targets": _targets_record(cfg),
         "config": cfg.to_dict(), "torch": torch.__version__,
     }
+    if val_votes is not None:
+        ok = val_votes.majority_correct(p[val_votes.index].argmax(1))
+        metrics["val_ferplus"] = {
+            "accuracy": float(ok.mean()), "images": int(len(ok)),
+            "rule": "the prediction holds the largest FER+ vote share (ties: any of them)",
+            "dropped": {"not_a_face": val_votes.not_a_face, "no_vote": val_votes.no_vote,
+                        "not_in_file": val_votes.missing}}
     with writing(out / "metrics.json"):
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     with writing(out / "curves.png"):
