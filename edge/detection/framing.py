@@ -30,6 +30,8 @@ from ..preprocess import to_gray
 from .opencv import HaarDetector
 
 SIDE = 192
+# Where the five-landmark framing (preprocess.CropSpec.eye_distance / eye_y) comes from: the same
+# FER2013 eye pairs, their distance and their centre's height as fractions of the image side.
 
 
 def _eye_cascade() -> cv2.CascadeClassifier:
@@ -39,9 +41,9 @@ def _eye_cascade() -> cv2.CascadeClassifier:
     return c
 
 
-def eye_distance(gray: np.ndarray, cascade: cv2.CascadeClassifier) -> float | None:
-    """Distance between the two eye centres as a fraction of the image width, or None when
-    two level, separated eyes are not found in the upper 60 % of the face."""
+def eye_pair(gray: np.ndarray, cascade: cv2.CascadeClassifier) -> tuple[float, float] | None:
+    """(distance between the two eye centres, their mean height), as fractions of the image
+    width, or None when two level, separated eyes are not found in the upper 60 % of the face."""
     h, w = gray.shape
     eyes = cascade.detectMultiScale(gray[:int(h * 0.6)], 1.1, 5, minSize=(w // 10, w // 10))
     if len(eyes) < 2:
@@ -51,7 +53,42 @@ def eye_distance(gray: np.ndarray, cascade: cv2.CascadeClassifier) -> float | No
     c2 = np.array([x2 + w2 / 2, y2 + h2 / 2])
     if abs(c1[1] - c2[1]) > 0.1 * w or abs(c1[0] - c2[0]) < 0.15 * w:
         return None
-    return float(np.linalg.norm(c1 - c2) / w)
+    return float(np.linalg.norm(c1 - c2) / w), float((c1[1] + c2[1]) / 2 / w)
+
+
+def eye_distance(gray: np.ndarray, cascade: cv2.CascadeClassifier) -> float | None:
+    """Distance between the two eye centres as a fraction of the image width (:func:`eye_pair`)."""
+    pair = eye_pair(gray, cascade)
+    return None if pair is None else pair[0]
+
+
+def fer2013_eyes(data: str, split: str = "train", images: int = 3000, seed: int = 0,
+                 progress: bool = False, cascade: cv2.CascadeClassifier | None = None
+                 ) -> tuple[int, np.ndarray]:
+    """(faces looked at, [M, 2] eye distance and eye height of the FER2013 faces where both eyes
+    are found), on ``images`` faces of ``split`` upscaled to ``SIDE``."""
+    eye = cascade or _eye_cascade()
+    s = load_split(data, split)
+    idx = np.random.default_rng(seed).choice(len(s), size=min(images, len(s)), replace=False)
+    pairs = [r for i in tqdm(idx, desc="FER2013 eyes", unit="face", file=sys.stderr,
+                             disable=not progress, dynamic_ncols=True) if (
+        r := eye_pair(cv2.resize(s.images[i], (SIDE, SIDE), interpolation=cv2.INTER_CUBIC), eye))]
+    return len(idx), np.asarray(pairs, np.float64).reshape(-1, 2)
+
+
+def estimate_landmark_framing(data: str, split: str = "train", images: int = 3000,
+                              seed: int = 0, progress: bool = False) -> dict:
+    """The five-landmark framing of FER2013 (bundle.json ``crop.landmarks``): the median eye
+    distance and eye height as fractions of the image side."""
+    n, pairs = fer2013_eyes(data, split, images, seed, progress)
+    if len(pairs) < 20:
+        raise FerEdgeError(f"too few eye pairs found in FER2013 ({len(pairs)} of {n} faces) to "
+                           "measure its framing")
+    return {"fer_images": n, "fer_eye_pairs": len(pairs),
+            "eye_distance": round(float(np.median(pairs[:, 0])), 4),
+            "eye_y": round(float(np.median(pairs[:, 1])), 4),
+            "eye_distance_iqr": [round(float(v), 4) for v in np.percentile(pairs[:, 0], [25, 75])],
+            "eye_y_iqr": [round(float(v), 4) for v in np.percentile(pairs[:, 1], [25, 75])]}
 
 
 def estimate_crop_margin(data: str, sources: Iterable[str], split: str = "train",
@@ -68,13 +105,9 @@ def estimate_crop_margin(data: str, sources: Iterable[str], split: str = "train"
         for spec in specs:
             opened.append(open_source(spec))
         eye = _eye_cascade()
-        s = load_split(data, split)
-        idx = np.random.default_rng(seed).choice(len(s), size=min(images, len(s)),
-                                                 replace=False)
+        n_fer, fer_pairs = fer2013_eyes(data, split, images, seed, progress, eye)
+        r_fer = list(fer_pairs[:, 0])
         bar = {"file": sys.stderr, "disable": not progress, "dynamic_ncols": True}
-        r_fer = [r for i in tqdm(idx, desc="FER2013 eyes", unit="face", **bar) if (
-            r := eye_distance(cv2.resize(s.images[i], (SIDE, SIDE),
-                                         interpolation=cv2.INTER_CUBIC), eye))]
         det = HaarDetector(max_width=None)
         r_box, faces = [], 0
         for frames in opened:
@@ -95,7 +128,7 @@ def estimate_crop_margin(data: str, sources: Iterable[str], split: str = "train"
         raise FerEdgeError(f"too few eye pairs found (FER2013 {len(r_fer)}, live faces "
                            f"{len(r_box)}) to estimate the margin")
     fer, box = float(np.median(r_fer)), float(np.median(r_box))
-    return {"fer_images": int(len(idx)), "fer_eye_pairs": len(r_fer), "r_fer": fer,
+    return {"fer_images": n_fer, "fer_eye_pairs": len(r_fer), "r_fer": fer,
             "r_fer_iqr": [float(v) for v in np.percentile(r_fer, [25, 75])],
             "live_faces": faces, "live_eye_pairs": len(r_box), "r_box": box,
             "margin": (box / fer - 1.0) / 2.0}
