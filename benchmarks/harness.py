@@ -212,15 +212,19 @@ def _end_to_end(s: BenchSettings, bundles: list[Bundle], photos: dict, results: 
             det = {"name": s.detector, "score_threshold": s.detector_threshold,
                    "model": bundle_detector_model(b, s.detector, None)}
             recipe = StillsRecipe(str(b.path), det, {"precision": prec})
-            pipe = None if s.workers > 1 else Pipeline(
-                b, prec, threads=s.threads[0], detector=source_detector(True, **det))
+            detector = source_detector(True, **det)
+            pipe = None if s.workers > 1 else Pipeline(b, prec, threads=s.threads[0],
+                                                       detector=detector)
             with tqdm(total=len({f.path for f in faces}), desc=f"end-to-end {name}",
                       unit="img", leave=False) as bar:
                 r = evaluate_end_to_end(pipe, faces, bar, s.main_face, recipe, s.workers)
             log.info("end-to-end %s on %s: %.4f (face found %.1f %%)", name, path,
                      r["accuracy"], 100 * r["detection_recall"])
             results["endtoend"].append({"model": name, "precision": prec, "data": path,
-                                        "threads": s.threads[0], **r})
+                                        "threads": 1 if s.workers > 1 else s.threads[0],
+                                        "detector": s.detector,
+                                        "detector_threshold": getattr(
+                                            detector, "score_threshold", None), **r})
 
 
 def _peers(s: BenchSettings, b: Bundle, split: Split | None, python: dict[str, str],

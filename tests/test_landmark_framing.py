@@ -11,6 +11,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from fer_edge.benchmarks.endtoend import main_detection
 from fer_edge.edge.bundle import default_bundle_path, load_bundle
@@ -19,8 +20,6 @@ from fer_edge.edge.detection.framing import _eye_cascade, eye_pair
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import FER2013_EYES, CropSpec, crop_box, landmark_square
-
-from .conftest import run_cli
 
 LANDMARKS = CropSpec(0.075, True, FER2013_EYES[0], FER2013_EYES[1], align=False)
 ALIGNED = dataclasses.replace(LANDMARKS, align=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import run_cli
+from procs import signal_after_lines
 
 from fer_edge.benchmarks.endtoend import evaluate_end_to_end, read_labelled_images
 from fer_edge.edge.bundle import load_bundle
@@ -19,9 +21,6 @@ from fer_edge.edge.detection.choose import bundle_detector_model, source_detecto
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.stills import StillsRecipe, check_workers, predict_stills
-
-from .conftest import run_cli
-from .procs import signal_after_lines
 
 
 @pytest.fixture(scope="module")

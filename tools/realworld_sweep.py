@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
 import time
 
 from fer_edge.benchmarks.endtoend import (
@@ -52,7 +53,10 @@ def main() -> None:
     ap.add_argument("--thresholds", default="", help="ours: score thresholds (comma list)")
     ap.add_argument("--main-face", default="largest", help="comma list of "
                     + ",".join(MAIN_FACE_RULES))
+    ap.add_argument("--dump", default=None, help="pickle every choice's per-image detections "
+                    "(box, label, score) here, to score other rules offline")
     a = ap.parse_args()
+    dumped = {}
     bundle = load_bundle(a.model)
     faces = read_labelled_images(a.folder, bundle.labels)
     model = bundle_detector_model(bundle, a.detector, None)
@@ -71,6 +75,7 @@ def main() -> None:
         t = time.time()
         preds = list(pipeline_predictions(pipe, faces))
         secs = time.time() - t
+        dumped[(framing, margin, thr)] = preds
         for rule in a.main_face.split(","):
             r = score_end_to_end(faces, bundle.labels, preds, rule)
             print(f"| {a.detector} | {a.width} | {framing} | {margin:.3f} | "
@@ -78,6 +83,9 @@ def main() -> None:
                   f"{100 * r['detection_recall']:.1f} | {100 * r['accuracy']:.1f} | "
                   f"{100 * r['accuracy_found']:.1f} | {r['false_detections_per_image']:.2f} | "
                   f"{r['images'] / secs:.1f} |", flush=True)
+    if a.dump:
+        with open(a.dump, "wb") as fh:
+            pickle.dump({"faces": faces, "labels": bundle.labels, "runs": dumped}, fh)
 
 
 if __name__ == "__main__":
