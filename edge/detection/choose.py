@@ -76,7 +76,11 @@ def make_detector(name: str = "haar", model: str | None = None,
         from .ours import OurDetector
 
         return OurDetector(model, max_width=max_width, **kw)
-    raise FerEdgeError(f"unknown detector {name!r}; choose haar, yunet or ours")
+    if name == "centerface":
+        from .centerface import CenterFaceDetector
+
+        return CenterFaceDetector(model, max_width=max_width, **kw)
+    raise FerEdgeError(f"unknown detector {name!r}; choose haar, yunet, ours or centerface")
 
 
 def bundle_detector_model(bundle: Bundle, name: str, model: str | None) -> str | None:
