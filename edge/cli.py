@@ -375,16 +375,22 @@ class _EchoSink:
 @main.command("calibrate-margin", context_settings=CTX)
 @click.option("--data", required=True, type=click.Path(), help="FER2013 folder or CSV.")
 @click.option("--source", "sources", multiple=True, type=click.Path(),
-              help="Video, image or folder with real faces at camera resolution (repeatable; "
-                   "required without --landmarks).")
+              help="Video, image or folder with real faces at camera resolution (repeatable).")
 @click.option("--demo", is_flag=True, help="Add the --demo portrait to the sources.")
 @click.option("--images", type=click.IntRange(100), default=3000,
               help="FER2013 training faces to measure.")
 @click.option("--landmarks", is_flag=True,
-              help="Measure the five-landmark framing instead (FER2013's eye distance and eye "
-                   "height; the keys of bundle.json crop.landmarks).")
+              help="Measure the five-landmark framing instead (the keys of bundle.json "
+                   "crop.landmarks), with --detector's landmarks on the sources.")
+@click.option("--detector", type=click.Choice(["ours", "centerface", "yunet"]), default="ours",
+              help="--landmarks: the detector whose landmarks frame the crops.")
+@click.option("--detector-model", type=click.Path(), default=None,
+              help="--landmarks: its model [ours: the bundle's detector folder].")
+@click.option("--model", type=click.Path(), default=None,
+              help="--landmarks: model bundle whose detector is used [the shipped one].")
 @friendly_errors
-def calibrate_margin(data, sources, demo, images, landmarks) -> None:
+def calibrate_margin(data, sources, demo, images, landmarks, detector, detector_model,
+                     model) -> None:
     """Measure the crop margin that frames live Haar detections like FER2013's images
     (eye distance relative to the image vs. to the detector box), or with --landmarks the
     framing of crops made from a detector's five landmarks."""
@@ -394,20 +400,28 @@ def calibrate_margin(data, sources, demo, images, landmarks) -> None:
     from fer_edge.edge.inputs.sources import quiet_opencv
 
     quiet_opencv()
+    srcs = [*sources, *([demo_image()] if demo else [])]
+    if not srcs:
+        raise FerEdgeError("--source: give at least one video, image or folder with real "
+                           "faces (or --demo)")
     if landmarks:
         import json
 
-        r = estimate_landmark_framing(data, images=images, progress=True)
-        click.echo(f"FER2013: eye distance {r['eye_distance']:.3f}, eye height "
-                   f"{r['eye_y']:.3f} of the image side ({r['fer_eye_pairs']}/"
-                   f"{r['fer_images']} faces); bundle.json crop.landmarks:", err=True)
+        from fer_edge.edge.bundle import load_bundle
+        from fer_edge.edge.detection.choose import bundle_detector_model, make_detector
+
+        bundle = load_bundle(model)
+        det = make_detector(detector, bundle_detector_model(bundle, detector, detector_model),
+                            None)
+        r = estimate_landmark_framing(data, srcs, det, images=images, progress=True)
+        click.echo(f"FER2013: eye distance {r['r_fer']:.3f}, eye height {r['y_fer']:.3f} of "
+                   f"the image side ({r['fer_eye_pairs']}/{r['fer_images']} faces); crops from "
+                   f"{detector}'s landmarks: {r['live_r']:.3f}, {r['live_y']:.3f} "
+                   f"({r['live_eye_pairs']}/{r['live_faces']} faces); bundle.json "
+                   "crop.landmarks:", err=True)
         click.echo(json.dumps({"eye_distance": r["eye_distance"], "eye_y": r["eye_y"]}))
         return
-    if not sources and not demo:
-        raise FerEdgeError("--source: give at least one video, image or folder with real "
-                           "faces (or --demo), or use --landmarks")
-    r = estimate_crop_margin(data, [*sources, *([demo_image()] if demo else [])],
-                             images=images, progress=True)
+    r = estimate_crop_margin(data, srcs, images=images, progress=True)
     click.echo(f"FER2013: eye distance {r['r_fer']:.3f} of the image side "
                f"({r['fer_eye_pairs']}/{r['fer_images']} faces); live Haar boxes: "
                f"{r['r_box']:.3f} of the box width ({r['live_eye_pairs']}/{r['live_faces']} "

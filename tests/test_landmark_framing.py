@@ -183,3 +183,19 @@ def test_cli_refuses_a_bad_detector_threshold():
                 "--detector-threshold", "0.5", "--no-display", timeout=120)
     assert r.returncode != 0 and "--detector-threshold" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_calibrate_landmarks_gives_the_shipped_framing(fer2013, video):
+    """`fer-edge calibrate-margin --landmarks` on FER2013 and the shared video: the JSON it
+    prints is (on fewer FER2013 faces) the crop.landmarks the shipped bundle records."""
+    r = run_cli("fer_edge.edge.cli", "calibrate-margin", "--data", str(fer2013), "--source",
+                str(video), "--landmarks", "--images", "600", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    shipped = load_bundle().crop
+    assert got["eye_distance"] == pytest.approx(shipped.eye_distance, abs=0.03)
+    assert got["eye_y"] == pytest.approx(shipped.eye_y, abs=0.03)
+    bad = run_cli("fer_edge.edge.cli", "calibrate-margin", "--data", str(fer2013), "--source",
+                  str(video.parent / "missing.avi"), "--landmarks", timeout=60)
+    assert bad.returncode == 1 and "missing.avi" in bad.stderr
+    assert "Traceback" not in bad.stderr
