@@ -74,7 +74,7 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("--detector-threshold", type=float, default=None,
               help="--realworld, ours: the detection score a face needs [the stills "
                    "threshold].")
-@click.option("--main-face", type=click.Choice(["largest", "score"]), default="largest",
+@click.option("--main-face", type=click.Choice(["largest", "score"]), default="score",
               help="--realworld, a photo with one label: its face is the largest detection, "
                    "or the largest weighted by the detector's score.")
 @click.option("--workers", type=click.IntRange(1), default=None,

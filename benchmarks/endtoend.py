@@ -111,7 +111,7 @@ Detections = list[tuple]
 
 
 def evaluate_end_to_end(pipe: Pipeline | None, faces: list[LabelledFace], progress=None,
-                        main_face: str = "largest", recipe: StillsRecipe | None = None,
+                        main_face: str = "score", recipe: StillsRecipe | None = None,
                         workers: int = 1) -> dict:
     """Run every image once through ``pipe`` (or, with ``workers`` > 1, through Pipelines
     built from ``recipe`` in that many processes); returns detection recall, end-to-end
@@ -154,7 +154,7 @@ def pipeline_predictions(pipe: Pipeline | None, faces: list[LabelledFace], progr
 
 
 def score_end_to_end(faces: list[LabelledFace], labels: tuple[str, ...], predictions,
-                     main_face: str = "largest") -> dict:
+                     main_face: str = "score") -> dict:
     """Score ``predictions`` — ``(path, detections or an error string, seconds)`` per image, from
     our pipeline or a peer package's — against the labelled faces, the same way for both.
     ``main_face``: how a photo with one label picks its face (:func:`main_detection`)."""

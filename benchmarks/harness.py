@@ -49,7 +49,7 @@ class BenchSettings:
     realworld: list[str] = field(default_factory=list)  # labelled uncropped photos
     detector: str = "haar"  # --realworld: the detector, as fer-edge run --detector
     detector_threshold: float | None = None  # ours: None is the stills threshold
-    main_face: str = "largest"  # a photo with one label: endtoend.MAIN_FACE_RULES
+    main_face: str = "score"  # a photo with one label: endtoend.MAIN_FACE_RULES
     workers: int = 1  # --realworld: processes, each with a single-thread Pipeline
     limit: int | None = None
     timing: Timing = field(default_factory=Timing)

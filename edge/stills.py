@@ -150,6 +150,9 @@ def run_stills(recipe: StillsRecipe, source: ImageFiles, workers: int,
                 progress.update(1)
             if max_frames is not None and summary.frames >= max_frames:
                 break
+        if not summary.frames and summary.corrupt == len(source.files):
+            raise FerEdgeError(f"{source.spec.target}: none of the {len(source.files)} images "
+                               "could be read (see the warnings above)")
     except KeyboardInterrupt:
         summary.stopped_by = "signal"
     finally:

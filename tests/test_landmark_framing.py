@@ -143,7 +143,7 @@ def test_pipeline_classifies_the_landmark_crop(video):
 
     bundle = load_bundle()
     det = source_detector(True, "ours", bundle_detector_model(bundle, "ours", None))
-    pipe = Pipeline(bundle, "int8", threads=1, detector=det, smooth=None)
+    pipe = Pipeline(bundle, "int8", threads=1, detector=det, smooth=None, max_faces=1)
     cap = cv2.VideoCapture(str(video))
     ok, frame = cap.read()
     cap.release()

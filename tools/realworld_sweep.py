@@ -33,10 +33,12 @@ FRAMINGS = ("bundle", "box", "landmarks", "aligned")
 
 
 def framed(crop, framing: str, margin: float):
-    """The bundle's CropSpec with ``framing``: its own, box only, landmarks, landmarks+align."""
+    """The bundle's CropSpec with ``framing``: its own, box only, landmarks, landmarks+align
+    (its calibrated landmarks, or FER2013's eyes for a bundle without them)."""
     if framing == "bundle":
         return dataclasses.replace(crop, margin=margin)
-    lm = FER2013_EYES if framing in ("landmarks", "aligned") else (None, crop.eye_y)
+    own = (crop.eye_distance, crop.eye_y) if crop.eye_distance else FER2013_EYES
+    lm = own if framing in ("landmarks", "aligned") else (None, crop.eye_y)
     return dataclasses.replace(crop, margin=margin, eye_distance=lm[0], eye_y=lm[1],
                                align=framing == "aligned")
 
