@@ -23,6 +23,12 @@ FER2013_HAAR_MARGIN = 0.075
 # the image side (medians over 1,852 of 3,000 training faces), measured with `fer-edge
 # calibrate-margin --data ../shared/data/fer2013 --landmarks` (bundle.json crop.landmarks).
 FER2013_EYES = (0.3759, 0.3828)
+# The landmark framing that shows real faces like that, with our detector's five landmarks on
+# the shared video and the demo portrait: `fer-edge calibrate-margin --data
+# ../shared/data/fer2013 --source ../shared/data/video/neutral_to_angry.avi --demo
+# --landmarks` (the cascade finds the eyes 0.423 apart at 0.405 height in crops framed with
+# FER2013_EYES, so the crop grows): the export default and the shipped bundle's crop.landmarks.
+LANDMARK_FRAMING = (0.3345, 0.3631)
 
 
 @dataclass(frozen=True)

@@ -27,17 +27,17 @@ from fer_edge.benchmarks.endtoend import (
 from fer_edge.edge.bundle import load_bundle
 from fer_edge.edge.detection.choose import bundle_detector_model, source_detector
 from fer_edge.edge.pipeline import Pipeline
-from fer_edge.edge.preprocess import FER2013_EYES
+from fer_edge.edge.preprocess import LANDMARK_FRAMING
 
 FRAMINGS = ("bundle", "box", "landmarks", "aligned")
 
 
 def framed(crop, framing: str, margin: float):
     """The bundle's CropSpec with ``framing``: its own, box only, landmarks, landmarks+align
-    (its calibrated landmarks, or FER2013's eyes for a bundle without them)."""
+    (its calibrated landmarks, or the shipped calibration for a bundle without them)."""
     if framing == "bundle":
         return dataclasses.replace(crop, margin=margin)
-    own = (crop.eye_distance, crop.eye_y) if crop.eye_distance else FER2013_EYES
+    own = (crop.eye_distance, crop.eye_y) if crop.eye_distance else LANDMARK_FRAMING
     lm = own if framing in ("landmarks", "aligned") else (None, crop.eye_y)
     return dataclasses.replace(crop, margin=margin, eye_distance=lm[0], eye_y=lm[1],
                                align=framing == "aligned")

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import FerEdgeError
-from .common import Detection
+from .common import Detection, to_detections
 from .ours import nms
 
 STRIDE = 4
@@ -122,11 +122,4 @@ class CenterFaceDetector:
         maps = self.session.run(list(OUTPUTS), {self.input_name: x})
         boxes, scores, lms = decode(*maps, self.score_threshold)
         keep = nms(boxes, scores, self.nms_threshold)
-        out = []
-        for b, sc, lm in zip(boxes[keep] / s, scores[keep], lms[keep] / s, strict=True):
-            bw, bh = float(b[2] - b[0]), float(b[3] - b[1])
-            if (min_size and max(bw, bh) < min_size) or (max_size and max(bw, bh) > max_size):
-                continue
-            out.append(Detection((float(b[0]), float(b[1]), bw, bh), float(sc),
-                                 tuple((float(px), float(py)) for px, py in lm)))
-        return out
+        return to_detections(boxes[keep] / s, scores[keep], lms[keep] / s, min_size, max_size)
