@@ -20,7 +20,7 @@ from .opencv import HaarDetector, YuNetDetector
 VIDEO_DETECT_WIDTH, STILLS_DETECT_WIDTH = 320, 640
 # Our detector's score threshold on stills (video keeps the detector bundle's own, 0.35):
 # measured on sfew_frames in docs/detector.md, with the score-weighted choice of the main face.
-STILLS_SCORE_THRESHOLD: float | None = 0.25
+STILLS_SCORE_THRESHOLD: float | None = 0.3
 
 
 def default_detect_width(stills: bool) -> int:
