@@ -71,14 +71,16 @@ def check_workers(workers: int | None) -> int:
 
 def predict_one(pipe: Pipeline, path: str) -> Prediction:
     """One photo through ``pipe`` (tracks reset first): its result, or why it is unreadable."""
+    t0 = time.perf_counter()
     try:
         img = read_image(path)
     except BadImage as e:
         return path, str(e), 0.0
     pipe.reset()
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     r = pipe(img, path=path)
-    return path, r, time.perf_counter() - t0
+    r.timings["decode"], r.timings["wait"] = (t1 - t0) * 1e3, 0.0
+    return path, r, time.perf_counter() - t1
 
 
 _WORKER_PIPE: Pipeline | None = None
