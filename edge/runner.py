@@ -196,7 +196,7 @@ def run_streams(streams: list[Stream], jsonl: JsonlSink | None = None,
             for (i, frame, decode_ms), r in zip(got, results, strict=True):
                 r.stream = i
                 r.timings["decode"], r.timings["wait"] = decode_ms, wait_ms
-                _count(summaries[i], r)
+                count_result(summaries[i], r)
                 if jsonl:
                     jsonl.write(r)
                 if video or window or extra_img:
@@ -295,7 +295,8 @@ def _classify(pending: list[PendingFrame]) -> list[FrameResult]:
     return [p.result for p in pending]
 
 
-def _count(summary: RunSummary, r: FrameResult) -> None:
+def count_result(summary: RunSummary, r: FrameResult) -> None:
+    """Add one frame's result to the run's summary."""
     for s in STAGES:
         summary.stage_ms[s].add(r.timings.get(s, 0.0))
     summary.frames += 1

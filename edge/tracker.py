@@ -27,6 +27,7 @@ class Track:
     classified_box: tuple[float, float, float, float] | None = None  # box at that time
     since_classified: int = 0  # frames since then
     landmarks: tuple[tuple[float, float], ...] | None = None  # from the last detection
+    det_score: float | None = None  # the detector's score at the last detection
 
 
 class IouTracker:

@@ -17,7 +17,12 @@ from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import OrtBackend, evaluate, open_backend
 from fer_edge.edge.inputs.files import check_writable_dir, umask_mode
-from fer_edge.edge.preprocess import FER2013_HAAR_MARGIN, InputSpec, preprocess
+from fer_edge.edge.preprocess import (
+    FER2013_HAAR_MARGIN,
+    LANDMARK_FRAMING,
+    InputSpec,
+    preprocess,
+)
 
 log = logging.getLogger("fer_edge.export")
 
@@ -209,7 +214,9 @@ def _build(checkpoints: str | os.PathLike | list, opts: ExportOptions,
     meta: dict[str, Any] = {
         "name": opts.name or arch + ("-flip" if opts.tta_flip else ""),
         "arch": arch, "labels": list(labels), "input": spec.to_dict(),
-        "crop": {**ckpt.get("crop", {}), "square": True, "margin": float(
+        "crop": {"landmarks": dict(zip(("eye_distance", "eye_y"), LANDMARK_FRAMING,
+                                       strict=True)),
+                 "align": True, **ckpt.get("crop", {}), "square": True, "margin": float(
             opts.crop_margin if opts.crop_margin is not None
             else ckpt.get("crop", {}).get("margin", FER2013_HAAR_MARGIN))},
         "output": "logits", "tta": "flip" if opts.tta_flip else None,

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..bundle import Bundle
 from ..errors import FerEdgeError
 from .common import Detector
 from .opencv import HaarDetector, YuNetDetector
@@ -15,6 +18,9 @@ from .opencv import HaarDetector, YuNetDetector
 # of sfew_frames against 71.6 % at 320, and add the profile cascade on the image and its
 # mirror: 88.9 % found, +2.2 points end to end, 0.38 false detections per image (0.31 without).
 VIDEO_DETECT_WIDTH, STILLS_DETECT_WIDTH = 320, 640
+# Our detector's score threshold on stills (video keeps the detector bundle's own, 0.35):
+# measured on sfew_frames in docs/detector.md, with the score-weighted choice of the main face.
+STILLS_SCORE_THRESHOLD: float | None = 0.3
 
 
 def default_detect_width(stills: bool) -> int:
@@ -23,9 +29,12 @@ def default_detect_width(stills: bool) -> int:
 
 def source_detector(stills: bool, name: str = "haar", model: str | None = None,
                     width: int | None = None, profile: bool | None = None, min_face: int = 24,
-                    min_neighbors: int = 5, scale_factor: float = 1.1) -> Detector:
+                    min_neighbors: int = 5, scale_factor: float = 1.1,
+                    score_threshold: float | None = None) -> Detector:
     """The detector ``fer-edge run`` (and ``fer-bench --realworld``) uses for a source:
-    ``width`` and ``profile`` None take the defaults for stills or video above."""
+    ``width`` and ``profile`` None take the defaults for stills or video above;
+    ``score_threshold`` (``ours``) None takes the stills threshold for stills and the detector
+    bundle's own for video."""
     if width is None:
         width = default_detect_width(stills)
     if width and width < 2 * min_face:
@@ -35,7 +44,15 @@ def source_detector(stills: bool, name: str = "haar", model: str | None = None,
         if profile:
             raise FerEdgeError(f"--profile: only the haar detector has a profile cascade, "
                                f"not {name}")
-        return make_detector(name, model, width or None)
+        if score_threshold is None and stills and name == "ours":
+            score_threshold = STILLS_SCORE_THRESHOLD
+        if score_threshold is not None and not 0.0 < score_threshold < 1.0:
+            raise FerEdgeError(f"--detector-threshold {score_threshold}: a score between 0 and "
+                               "1")
+        return make_detector(name, model, width or None, **(
+            {} if score_threshold is None else {"score_threshold": score_threshold}))
+    if score_threshold is not None:
+        raise FerEdgeError("--detector-threshold: the haar detector has no score to threshold")
     return make_detector(name, model, width or None, min_size=min_face,
                          min_neighbors=min_neighbors, scale_factor=scale_factor,
                          profile=stills if profile is None else profile)
@@ -51,7 +68,7 @@ def make_detector(name: str = "haar", model: str | None = None,
         if not model:
             raise FerEdgeError("--detector yunet needs --detector-model FILE "
                                "(face_detection_yunet_2023mar.onnx)")
-        return YuNetDetector(model, max_width=max_width)
+        return YuNetDetector(model, max_width=max_width, **kw)
     if name == "ours":
         if not model:
             raise FerEdgeError("--detector ours needs --detector-model DETECTOR_BUNDLE (a folder "
@@ -59,4 +76,20 @@ def make_detector(name: str = "haar", model: str | None = None,
         from .ours import OurDetector
 
         return OurDetector(model, max_width=max_width, **kw)
-    raise FerEdgeError(f"unknown detector {name!r}; choose haar, yunet or ours")
+    if name == "centerface":
+        from .centerface import CenterFaceDetector
+
+        return CenterFaceDetector(model, max_width=max_width, **kw)
+    raise FerEdgeError(f"unknown detector {name!r}; choose haar, yunet, ours or centerface")
+
+
+def bundle_detector_model(bundle: Bundle, name: str, model: str | None) -> str | None:
+    """``--detector-model``, or for ``ours`` without one the model bundle's own ``detector``
+    folder (bundle.json ``detector``), when it names one."""
+    if name != "ours" or model is not None or not bundle.meta.get("detector"):
+        return model
+    sub = str(bundle.meta["detector"])
+    if Path(sub).name != sub or sub in (".", ".."):
+        raise FerEdgeError(f"{bundle.path}/bundle.json: 'detector' {sub!r} must name a folder "
+                           "inside the bundle")
+    return str(bundle.path / sub)

@@ -22,6 +22,20 @@ class Detection:
     landmarks: tuple[tuple[float, float], ...] | None = None
 
 
+def to_detections(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray,
+                  min_size: int | None = None, max_size: int | None = None) -> list[Detection]:
+    """Boxes xyxy [M, 4], scores [M] and landmarks [M, 5, 2] in frame pixels -> Detections,
+    keeping the faces whose longer side is within ``min_size``..``max_size``."""
+    out = []
+    for b, sc, lm in zip(boxes, scores, landmarks, strict=True):
+        w, h = float(b[2] - b[0]), float(b[3] - b[1])
+        if (min_size and max(w, h) < min_size) or (max_size and max(w, h) > max_size):
+            continue
+        out.append(Detection((float(b[0]), float(b[1]), w, h), float(sc),
+                             tuple((float(px), float(py)) for px, py in lm)))
+    return out
+
+
 # Every detector: frame -> list[Detection] (HaarDetector, YuNetDetector,
 # ours.OurDetector).
 Detector = Callable[..., list[Detection]]

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..bundle import sha256_file
 from ..errors import FerEdgeError
-from .common import Detection
+from .common import Detection, to_detections
 
 STRIDES = (8, 16, 32)
 ALIGN = 32  # input sides are multiples of the largest stride
@@ -181,11 +181,4 @@ class OurDetector:
     def __call__(self, frame: np.ndarray, min_size: int | None = None,
                  max_size: int | None = None, downscale: bool = True) -> list[Detection]:
         boxes, scores, lms = self.detect_raw(frame, self.max_width if downscale else None)
-        out = []
-        for b, sc, lm in zip(boxes, scores, lms, strict=True):
-            w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            if (min_size and max(w, h) < min_size) or (max_size and max(w, h) > max_size):
-                continue
-            out.append(Detection((float(b[0]), float(b[1]), w, h), float(sc),
-                                     tuple((float(px), float(py)) for px, py in lm)))
-        return out
+        return to_detections(boxes, scores, lms, min_size, max_size)
