@@ -314,3 +314,51 @@ def test_build_engine_cli_without_tensorrt_is_one_line(shipped):
                 "--batch", "4,2,8")
     assert r.returncode == 1 and r.stderr.strip() == (
         "error: --batch '4,2,8': expected min,opt,max like 1,8,32 (1 <= min <= opt <= max)")
+
+
+def _libcudart_or_skip():
+    from fer_edge.edge.inference.tensorrt.cuda import load_libcudart
+
+    try:
+        return load_libcudart()
+    except ImportError:
+        pytest.skip("no libcudart on this machine")
+
+
+@pytest.mark.parametrize("jetson", [True, False])
+def test_cuda_layer_order_and_real_libcudart_errors(jetson):
+    """The ctypes layer calls the real libcudart: without a usable GPU, CUDA's own message in
+    one FerEdgeError. On a Jetson it goes first (no wheel needed); elsewhere cuda-bindings."""
+    from fer_edge.edge.inference.tensorrt.cuda import CudaRuntime, open_cuda
+
+    _libcudart_or_skip()
+    try:
+        layer = open_cuda(jetson=jetson)
+    except FerEdgeError as e:
+        msg = str(e)
+    else:
+        pytest.skip(f"CUDA is usable here ({layer.name})")
+    assert "\n" not in msg and msg.startswith("CUDA cudaGetDeviceCount failed: ")
+    try:
+        import cuda.bindings.runtime  # noqa: F401
+        bindings = True
+    except ImportError:
+        bindings = False
+    assert ("(cudaError " in msg) == (jetson or not bindings), msg
+    with pytest.raises(FerEdgeError, match=r"CUDA cudaGetDeviceCount failed: .+\(cudaError \d+, "
+                                           r"libcudart\)"):
+        CudaRuntime()
+
+
+def test_no_cuda_layer_at_all_says_what_to_install(monkeypatch):
+    from fer_edge.edge.inference.tensorrt import cuda
+
+    monkeypatch.setattr(cuda, "LIBCUDART", ("/nonexistent/libcudart.so.12",))
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)  # import -> ImportError
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    for jetson in (True, False):
+        with pytest.raises(FerEdgeError, match=r"no CUDA Python layer: on a Jetson, JetPack's "
+                                               r"CUDA runtime .*tensorrt-cu12"):
+            cuda.open_cuda(jetson=jetson)
+    with pytest.raises(ImportError, match="no CUDA runtime library"):
+        cuda.CudaRuntime(library="/nonexistent/libcudart.so.12")
