@@ -362,3 +362,18 @@ def test_no_cuda_layer_at_all_says_what_to_install(monkeypatch):
             cuda.open_cuda(jetson=jetson)
     with pytest.raises(ImportError, match="no CUDA runtime library"):
         cuda.CudaRuntime(library="/nonexistent/libcudart.so.12")
+
+
+def test_export_trt_keeps_the_timing_cache_out_of_the_bundle(monkeypatch, shipped, tmp_path):
+    """fer-export --trt: the bundle is copied to other machines, its timing cache is not."""
+    pytest.importorskip("torch")
+    from fer_edge.export.exporter import ExportOptions, _add_engines
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    install(monkeypatch, version="10.3.0")
+    b = load_bundle(shipped)
+    meta = dict(b.meta)
+    _add_engines(shipped, meta, ExportOptions(out=shipped, trt=("int8",)), b.input)
+    assert "trt_int8" in meta["models"] and (shipped / "model.int8.engine").is_file()
+    assert not (shipped / "cache").exists()
+    assert (tmp_path / "xdg" / "fer-edge" / "tensorrt" / "tensorrt-10.3.0-sm87.timing").is_file()
