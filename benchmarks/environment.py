@@ -41,7 +41,8 @@ def environment() -> dict:
     try:
         import tensorrt
 
-        trt = tensorrt.__version__
+        # None for the bare namespace package that tensorrt-stubs (CI's type check) installs
+        trt = getattr(tensorrt, "__version__", None)
     except ImportError:
         trt = None
     interesting = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",

@@ -199,7 +199,8 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
                                         detector_model, detect_width, profile, min_face,
                                         min_neighbors, scale_factor, detector_threshold),
                         detect_every, full_detect_every, max_faces,
-                        None if no_smooth else smooth, classifier, **interval)
+                        None if no_smooth else smooth, classifier, **interval,
+                        max_batch=max_faces * len(specs))
         classifier = pipe.classifier  # one classifier (one batch per tick) for every stream
         pipes.append(pipe)
     available = display_available()

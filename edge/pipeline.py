@@ -112,7 +112,7 @@ class Pipeline:
                  full_detect_every: int = 30, max_faces: int = 8, smooth: float | None = 0.3,
                  classifier: Backend | None = None, classify_every: int = CLASSIFY_EVERY,
                  reclassify_iou: float = RECLASSIFY_IOU,
-                 reclassify_score: float = RECLASSIFY_SCORE):
+                 reclassify_score: float = RECLASSIFY_SCORE, max_batch: int | None = None):
         if max_faces < 1:
             raise FerEdgeError(f"max_faces={max_faces}: must be at least 1")
         if not isinstance(classify_every, int) or classify_every < 1:
@@ -125,8 +125,9 @@ class Pipeline:
         if smooth is not None and not 0 < smooth <= 1:
             raise FerEdgeError(f"smooth={smooth}: the EMA weight must be in (0, 1], or None")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        # max_batch: the most faces per classifier call (max_faces x the streams sharing it)
         self.classifier = classifier or open_backend(self.bundle, precision, backend, threads,
-                                                     providers)
+                                                     providers, max_batch=max_batch or max_faces)
         self.detector = detector or make_detector("haar")
         self.detect_every = max(1, detect_every)
         self.full_detect_every = max(1, full_detect_every)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
@@ -74,6 +76,10 @@ def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_
 
     from fer_edge.edge.errors import FerEdgeError
 
+    note = opset_note(o["opset"])
+    if note:
+        logging.getLogger("fer_edge.export").warning(note)
+
     from .exporter import ExportOptions, export_bundle
 
     try:
@@ -98,6 +104,19 @@ def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_
     click.echo(f"wrote bundle {meta['name']!r}: "
                f"{', '.join(meta['models'])}" + (f"; accuracy {summary}" if summary else "")
                + "".join(f"; {n}" for n in notes))
+
+
+# onnx-tensorrt's operators.md: TensorRT 10.0-10.3 (JetPack 6) document opsets 9-20
+TENSORRT_10_3_MAX_OPSET = 20
+
+
+def opset_note(opset: int) -> str | None:
+    """A warning for an --opset newer than JetPack 6's TensorRT 10.3 documents."""
+    if opset <= TENSORRT_10_3_MAX_OPSET:
+        return None
+    return (f"--opset {opset}: TensorRT 10.3 (JetPack 6) documents ONNX opsets 9-"
+            f"{TENSORRT_10_3_MAX_OPSET}; its parser may fail on newer operators (the default "
+            "18 is safe)")
 
 
 def _given(name: str) -> bool:

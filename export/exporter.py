@@ -16,7 +16,7 @@ from fer_edge.edge.bundle import load_bundle, write_bundle_json
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import OrtBackend, evaluate, open_backend
-from fer_edge.edge.inputs.files import check_writable_dir, umask_mode
+from fer_edge.edge.inputs.files import check_writable_dir, umask_mode, user_cache_dir
 from fer_edge.edge.preprocess import (
     FER2013_HAAR_MARGIN,
     LANDMARK_FRAMING,
@@ -440,9 +440,10 @@ def _add_engines(out: Path, meta: dict, opts: ExportOptions, spec: InputSpec) ->
     from fer_edge.edge.inference.tensorrt.build import add_engine
 
     for precision in opts.trt:
-        try:
-            meta["models"][f"trt_{precision}"] = add_engine(load_bundle(out), precision,
-                                                            opts.trt_batch, force=True)
+        try:  # the timing cache stays on this machine: it is no use on another TensorRT/GPU
+            meta["models"][f"trt_{precision}"] = add_engine(
+                load_bundle(out), precision, opts.trt_batch, force=True,
+                cache_dir=user_cache_dir("tensorrt"))
         except FerEdgeError as e:
             raise FerEdgeError(f"--trt {precision}: {e} (the ONNX bundle {out} is kept)") \
                 from None

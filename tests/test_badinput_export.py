@@ -140,3 +140,12 @@ def test_crop_margin_outside_0_1_is_refused_before_any_work(tmp_path):
                 "--crop-margin", "-0.5")
     assert r.returncode == 2 and "--crop-margin" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_opset_above_20_warns_that_jetpack_6_tensorrt_documents_9_to_20(d):
+    r = check_cli("fer-export", fill(["{ckpt}", "--out", "{d}/o", "--opset", "99"], d), 1,
+                  ["--opset 99"])
+    assert "--opset 99: TensorRT 10.3 (JetPack 6) documents ONNX opsets 9-20" in r.stderr
+    r = check_cli("fer-export", fill(["{ckpt}", "--out", "{d}/o", "--opset", "13"], d), 1,
+                  ["--opset 13"])
+    assert "TensorRT 10.3" not in r.stderr

@@ -5,6 +5,7 @@ OpenCV builds without cv2.data (opencv-python 5, JetPack 7.2) with real OpenCV."
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import types
 from pathlib import Path
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_edge.edge.bundle import default_bundle_path
+from fer_edge.edge.bundle import default_bundle_path, sha256_file
 from fer_edge.edge.detection import opencv as detect
 from fer_edge.edge.detection.choose import make_detector, source_detector
 from fer_edge.edge.errors import FerEdgeError
@@ -30,20 +31,91 @@ def bundle(tmp_path):
     return dst
 
 
+@pytest.fixture(autouse=True)
+def user_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "fer-edge"
+
+
 @pytest.mark.parametrize(("file", "fp16", "int8"), [("model.fp16.onnx", True, False),
                                                     ("model.int8.onnx", True, True),
                                                     ("model.onnx", False, False)])
 def test_tensorrt_ep_gets_precision_caches_and_profile(bundle, file, fp16, int8):
-    provs = ort_providers.with_options([TRT, CUDA], bundle / file, (1, 48, 48), max_batch=16)
+    sha = sha256_file(bundle / file)
+    provs = ort_providers.with_options([TRT, CUDA], bundle / file, (1, 48, 48), "pixels",
+                                       max_batch=16, sha256=sha)
     (trt, o), (cuda, _), cpu = provs
     assert (trt, cuda, cpu) == (TRT, CUDA, CPU)
     assert (o["trt_fp16_enable"], o["trt_int8_enable"]) == (fp16, int8)
-    cache = bundle / "cache" / "ort-tensorrt"
+    version = ort_providers.tensorrt_library_version()
+    cache = bundle / "cache" / "ort-tensorrt" / f"{sha[:16]}-trt{version}"
     assert cache.is_dir() and o["trt_engine_cache_enable"] and o["trt_timing_cache_enable"]
     assert o["trt_engine_cache_path"] == o["trt_timing_cache_path"] == str(cache)
-    assert o["trt_profile_min_shapes"] == "input:1x1x48x48"
-    assert o["trt_profile_opt_shapes"] == "input:8x1x48x48"
-    assert o["trt_profile_max_shapes"] == "input:16x1x48x48"
+    assert o["trt_profile_min_shapes"] == "pixels:1x1x48x48"
+    assert o["trt_profile_opt_shapes"] == "pixels:8x1x48x48"
+    assert o["trt_profile_max_shapes"] == "pixels:16x1x48x48"
+
+
+def test_engine_cache_is_keyed_by_weights_and_tensorrt_version(bundle, user_cache):
+    """onnxruntime's own engine key ignores the weights: new weights, new folder."""
+    model = bundle / "model.fp16.onnx"
+    a = ort_providers.cache_dir(model, "a" * 64, "10.3.0")
+    assert a != ort_providers.cache_dir(model, "b" * 64, "10.3.0")
+    assert a != ort_providers.cache_dir(model, "a" * 64, "10.13.2")
+    assert a == bundle / "cache" / "ort-tensorrt" / f"{'a' * 16}-trt10.3.0"
+    bundle.chmod(0o555)
+    try:
+        if os.access(bundle, os.W_OK):
+            pytest.skip("running as root: a read-only folder is still writable")
+        ro = ort_providers.cache_dir(model, "a" * 64, "10.3.0")
+        assert ro == user_cache / "ort-tensorrt" / f"{'a' * 16}-trt10.3.0"
+    finally:
+        bundle.chmod(0o755)
+
+
+def test_profile_names_the_models_real_input(tmp_path):
+    import onnxruntime as ort
+
+    from fer_edge.edge.inference.backend import _input_name
+
+    model = _renamed_input(tmp_path, "pixels")
+    assert _input_name(ort, model) == "pixels"
+    assert _input_name(ort, default_bundle_path() / "model.onnx") == "input"
+
+
+def _renamed_input(tmp_path, name: str) -> Path:
+    onnx = pytest.importorskip("onnx")
+    m = onnx.load(str(default_bundle_path() / "model.onnx"))
+    old = m.graph.input[0].name
+    m.graph.input[0].name = name
+    for node in m.graph.node:
+        node.input[:] = [name if i == old else i for i in node.input]
+    out = tmp_path / "renamed.onnx"
+    onnx.save(m, str(out))
+    return out
+
+
+def test_nodes_per_provider_are_counted_from_a_profiled_run(bundle, user_cache):
+    import onnx
+
+    be = OrtBackend(bundle / "model.int8.onnx", providers=["cpu"], input_chw=(1, 48, 48),
+                    count_nodes=True)
+    nodes = len(onnx.load(str(bundle / "model.int8.onnx")).graph.node)
+    assert set(be.placement) == {CPU} and 0 < be.placement[CPU] <= nodes
+    assert not list((user_cache / "ort-profiles").iterdir()), "the profile is removed"
+    assert OrtBackend(bundle / "model.onnx", providers=["cpu"]).placement == {}
+
+
+def test_batches_above_the_profile_are_chunked(bundle):
+    be = OrtBackend(bundle / "model.onnx", providers=["cpu"], input_chw=(1, 48, 48))
+    x = np.random.default_rng(0).random((19, 1, 48, 48), np.float32)
+    whole = be(x)
+    be.max_batch = 8  # as with the TensorRT provider's profile of 1..8 faces
+    runs: list[int] = []
+    real = be.session.run
+    be.session.run = lambda out, feed: runs.append(len(feed[be.input_name])) or real(out, feed)
+    np.testing.assert_allclose(be(x), whole, rtol=1e-5, atol=1e-6)
+    assert runs == [8, 8, 3]
 
 
 def test_cpu_only_request_is_passed_through_and_named(bundle):

@@ -3,10 +3,15 @@ stand-in for the CUDA layer, for API-surface contract tests of edge.trt_build an
 edge.trt_backend on machines without a GPU.
 
 They are NOT a substitute for a real run on TensorRT: they model only the calls, attribute
-names and return conventions documented for TensorRT 10/11 (a failing call returns None or
-False), and record every use so the tests can check what the code touched. The "parser" reads
-the real ONNX file with onnx and reports the tensor types it holds (FLOAT16 -> HALF,
-INT8 -> INT8), so precision checks run on the real artifacts.
+names, enum values and failure conventions of TensorRT 10.3, 10.13 and 11.x as their sources
+show them (NVIDIA/TensorRT python/src/infer/pyCore.cpp, include/NvInfer.h): most calls return
+None / False / -1 on failure, but ``Builder(logger)`` and ``Runtime(logger)`` raise
+``TypeError`` (pybind11's "factory function returned nullptr") and
+``IOptimizationProfile.set_shape`` raises ``RuntimeError``. Every use is recorded so the tests
+can check what the code touched. The "parser" reads the real ONNX file with onnx and types the
+layers as a strongly typed TensorRT network would: INT8 from QuantizeLinear outputs (with an
+INT8 zero-point), HALF from Cast(to=FLOAT16) outputs, FLOAT otherwise; weight dtypes alone
+make no INT8/HALF layer.
 """
 
 from __future__ import annotations
@@ -86,12 +91,51 @@ def reference(x: np.ndarray, classes: int = 7) -> np.ndarray:
     return sums[:, None].astype(np.float32) * np.arange(1, classes + 1, dtype=np.float32)
 
 
+def network_flags(version: str) -> dict[str, int]:
+    """NetworkDefinitionCreationFlag members and values per TensorRT version (NvInfer.h):
+    10.3: EXPLICIT_BATCH 0, STRONGLY_TYPED 1; 10.13 adds PREFER_JIT_PYTHON_PLUGINS 2 and
+    PREFER_AOT_PYTHON_PLUGINS 3; 11.x drops EXPLICIT_BATCH and renumbers: STRONGLY_TYPED 0
+    (deprecated, ignored: every 11.x network is strongly typed), PREFER_JIT 1, PREFER_AOT 2."""
+    major, minor = (int(p) for p in version.split(".")[:2])
+    if major >= 11:
+        return {"STRONGLY_TYPED": 0, "PREFER_JIT_PYTHON_PLUGINS": 1,
+                "PREFER_AOT_PYTHON_PLUGINS": 2}
+    flags = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
+    if minor >= 13:
+        flags |= {"PREFER_JIT_PYTHON_PLUGINS": 2, "PREFER_AOT_PYTHON_PLUGINS": 3}
+    return flags
+
+
+def onnx_layer_types(data: bytes) -> set[str]:
+    """The TensorRT data types a strongly typed parse of this ONNX produces, as layer output
+    types: INT8 for each QuantizeLinear with an INT8 zero-point, HALF for each
+    Cast(to=FLOAT16), FLOAT for the rest."""
+    import onnx
+
+    g = onnx.load_from_string(data).graph
+    inits = {i.name: i.data_type for i in g.initializer}
+    kinds = {"FLOAT"}
+    for node in g.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 \
+                and inits.get(node.input[2]) == onnx.TensorProto.INT8:
+            kinds.add("INT8")
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16
+                                          for a in node.attribute):
+            kinds.add("HALF")
+    return kinds
+
+
+NULLPTR = "pybind11::init(): factory function returned nullptr"
+
+
 def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | None = None,
              fail: str | None = None, classes: int = 7, typed_flag: bool = True):
     """A stand-in ``tensorrt`` module. ``fp16_flag``: BuilderFlag.FP16/INT8 exist (10.x);
-    ``typed_flag``: NetworkDefinitionCreationFlag.STRONGLY_TYPED exists (an 11.x may drop it,
-    every network being strongly typed); ``fail`` names one call that returns its failure
-    value (None / False / -1)."""
+    ``typed_flag=False`` drops NetworkDefinitionCreationFlag.STRONGLY_TYPED (robustness only:
+    10.3, 10.13, 11.0 and 11.4 all export it); ``fail`` names one call that fails the way the
+    real one does (returns None / False / -1, or raises where the real binding raises);
+    ``fail="foreign_cache"`` makes ``create_timing_cache`` raise on a non-empty blob and
+    ``"null_cache"`` return None for it."""
     touched: list[str] = []
     calls: list[tuple] = []
     dt = types.SimpleNamespace(FLOAT="FLOAT", HALF="HALF", INT8="INT8", INT32="INT32")
@@ -99,9 +143,9 @@ def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | N
     flags = {"DEBUG": 1, "REFIT": 2}
     if fp16_flag:
         flags |= {"FP16": 3, "INT8": 4, "OBEY_PRECISION_CONSTRAINTS": 5}
-    net_flags = {"STRONGLY_TYPED": 1} if typed_flag else {}
-    if version.startswith("10."):
-        net_flags["EXPLICIT_BATCH"] = 0
+    net_flags = network_flags(version)
+    if not typed_flag:
+        del net_flags["STRONGLY_TYPED"]
 
     def failing(name, ok, bad):
         calls.append((name,))
@@ -148,14 +192,10 @@ def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | N
                 self.num_errors = 1
                 calls.append(("parse",))
                 return False
-            m = onnx.load_from_string(data)
-            g = m.graph
+            g = onnx.load_from_string(data).graph
             self.network.num_inputs, self.network.num_outputs = len(g.input), len(g.output)
             self.network.input_name = g.input[0].name
-            kinds = {i.data_type for i in g.initializer}
-            types_ = {onnx.TensorProto.FLOAT: dt.FLOAT, onnx.TensorProto.FLOAT16: dt.HALF,
-                      onnx.TensorProto.INT8: dt.INT8}
-            self.network.layers = [Layer(types_[k]) for k in sorted(kinds) if k in types_]
+            self.network.layers = [Layer(getattr(dt, k)) for k in sorted(onnx_layer_types(data))]
             calls.append(("parse",))
             return True
 
@@ -167,13 +207,16 @@ def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | N
             self.shapes = {}
 
         def set_shape(self, name, lo, opt, hi):
+            lo, opt, hi = (tuple(Dims(d)) for d in (lo, opt, hi))
             calls.append(("set_shape", name, lo, opt, hi))
-            if fail == "set_shape":
-                return None  # the real Python binding returns None and keeps nothing
+            if fail == "set_shape" or not all(a <= b <= c for a, b, c in zip(lo, opt, hi,
+                                                                              strict=True)):
+                # pyCore.cpp: a shape TensorRT rejects raises; set_shape itself returns None
+                raise RuntimeError("Shape provided for min is inconsistent with other shapes.")
             self.shapes[name] = (lo, opt, hi)
 
         def get_shape(self, name):
-            return list(self.shapes.get(name, [(0,), (0,), (0,)]))
+            return [Dims(s) for s in self.shapes.get(name, [(0,), (0,), (0,)])]
 
     class Cache:
         def __init__(self, blob):
@@ -197,6 +240,10 @@ def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | N
             return failing("add_optimization_profile", 0, -1)
 
         def create_timing_cache(self, blob):
+            if blob and fail == "foreign_cache":
+                raise RuntimeError("Serialization assertion failed: timing cache version")
+            if blob and fail == "null_cache":
+                return None
             return failing("create_timing_cache", Cache(bytes(blob)), None)
 
         def set_timing_cache(self, cache, ignore_mismatch):
@@ -209,9 +256,14 @@ def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | N
         def get_timing_cache(self):
             return self.cache
 
+    class Dims(tuple):
+        """trt.Dims: built from a list (or tuple); indexable, with a length."""
+
     class Builder:
         def __init__(self, logger):
             calls.append(("Builder",))
+            if fail == "Builder":
+                raise TypeError(NULLPTR)
 
         def create_network(self, flags):
             calls.append(("create_network", flags))
@@ -280,7 +332,8 @@ def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | N
 
     class Runtime:
         def __init__(self, logger):
-            pass
+            if fail == "Runtime":
+                raise TypeError(NULLPTR)
 
         def deserialize_cuda_engine(self, data):
             calls.append(("deserialize",))
@@ -289,7 +342,7 @@ def make_trt(version: str = "10.3.0", fp16_flag: bool = True, cuda: FakeCuda | N
             return Engine(json.loads(data[len(b"FAKEENGINE"):]))
 
     mod.Logger, mod.Builder, mod.OnnxParser, mod.Runtime = Logger, Builder, Parser, Runtime
-    mod.DataType = dt
+    mod.DataType, mod.Dims = dt, Dims
     mod.BuilderFlag = Strict("BuilderFlag", touched, **flags)
     mod.NetworkDefinitionCreationFlag = Strict("NetworkDefinitionCreationFlag", touched,
                                                **net_flags)

@@ -1,20 +1,26 @@
 """onnxruntime's GPU execution providers with real options, and what actually runs.
 
 The TensorRT provider gets the bundle's precision (``trt_fp16_enable``/``trt_int8_enable`` for
-the fp16 and int8 models), an optimisation profile for 1..``max_batch`` faces (so a changing
-face count never rebuilds an engine mid-stream), and its engine and timing caches in a cache
-folder next to the model (built once, reused at every start); the CUDA provider comes after it
-and the CPU provider last. onnxruntime silently falls back to the next provider when one fails
-to start: :func:`backend_name` compares what was asked with ``session.get_providers()`` and
-names (and logs) what actually runs.
+the fp16 and int8 models), an optimisation profile for 1..``max_batch`` faces on the model's
+real input name (``max_batch`` = max faces x the streams sharing the classifier; the backend
+chunks anything larger, since onnxruntime does not widen an explicit profile), and its engine
+and timing caches in a folder keyed by the model's sha256 and the TensorRT version
+(onnxruntime's own engine key ignores the weights, so new weights under the same names would
+reuse an old engine); the CUDA provider comes after it and the CPU provider last.
+:func:`backend_name` compares what was asked with ``session.get_providers()`` and names (and
+logs) what actually runs; :func:`node_placement` counts the nodes each provider ran.
 """
 
 from __future__ import annotations
 
-import hashlib
+import ctypes
+import json
 import logging
 import os
+from collections import Counter
 from pathlib import Path
+
+from ..inputs.files import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +29,37 @@ TRT_EP, CUDA_EP, CPU_EP = ("TensorrtExecutionProvider", "CUDAExecutionProvider",
 DEFAULT_MAX_BATCH = 8
 
 
-def cache_dir(model: Path) -> Path:
-    """``<bundle>/cache/ort-tensorrt`` when the bundle folder is writable, else a per-model
-    folder under the user's cache (``$XDG_CACHE_HOME``/~/.cache/fer-edge)."""
-    here = model.parent / "cache" / "ort-tensorrt"
+def tensorrt_library_version() -> str:
+    """The TensorRT onnxruntime's provider will load: the Python module's version, else
+    libnvinfer's own ``getInferLibVersion()`` (e.g. 100300), else "unknown"."""
+    try:
+        import tensorrt
+
+        return str(tensorrt.__version__)
+    except (ImportError, AttributeError):
+        pass
+    for soname in ("libnvinfer.so.11", "libnvinfer.so.10", "libnvinfer.so"):
+        try:
+            return str(ctypes.CDLL(soname).getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+    return "unknown"
+
+
+def cache_dir(model: Path, sha256: str, trt_version: str | None = None) -> Path:
+    """``<bundle>/cache/ort-tensorrt/<sha256[:16]>-trt<version>`` when the bundle folder is
+    writable, else the same under the user's cache (``$XDG_CACHE_HOME``/~/.cache/fer-edge)."""
+    key = f"{sha256[:16]}-trt{trt_version or tensorrt_library_version()}"
     if os.access(model.parent, os.W_OK):
-        return here
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    tag = hashlib.sha256(str(model.resolve()).encode()).hexdigest()[:12]
-    return base / "fer-edge" / f"ort-tensorrt-{tag}"
+        return model.parent / "cache" / "ort-tensorrt" / key
+    return user_cache_dir("ort-tensorrt", key)
+
+
+def profile_prefix() -> Path:
+    """Where the one profiled run's JSON goes (removed once read)."""
+    folder = user_cache_dir("ort-profiles")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"placement-{os.getpid()}"
 
 
 def model_precision(model: Path) -> str:
@@ -41,9 +69,9 @@ def model_precision(model: Path) -> str:
 
 
 def tensorrt_options(model: Path, input_chw: tuple[int, int, int] | None,
-                     input_name: str = "input", max_batch: int = DEFAULT_MAX_BATCH) -> dict:
+                     input_name: str, sha256: str, max_batch: int = DEFAULT_MAX_BATCH) -> dict:
     precision = model_precision(model)
-    cache = cache_dir(model)
+    cache = cache_dir(model, sha256)
     cache.mkdir(parents=True, exist_ok=True)
     opts = {"trt_fp16_enable": precision in ("fp16", "int8"),
             "trt_int8_enable": precision == "int8",
@@ -59,13 +87,14 @@ def tensorrt_options(model: Path, input_chw: tuple[int, int, int] | None,
 
 
 def with_options(providers: list[str], model: Path, input_chw: tuple[int, int, int] | None,
-                 input_name: str = "input", max_batch: int = DEFAULT_MAX_BATCH) -> list:
+                 input_name: str = "input", max_batch: int = DEFAULT_MAX_BATCH,
+                 sha256: str = "") -> list:
     """onnxruntime's ``providers=`` argument: (name, options) for the GPU providers, in
     order, with CPU last so anything the GPU cannot run still runs."""
     out: list = []
     for p in providers:
         if p == TRT_EP:
-            out.append((p, tensorrt_options(model, input_chw, input_name, max_batch)))
+            out.append((p, tensorrt_options(model, input_chw, input_name, sha256, max_batch)))
         elif p == CUDA_EP:
             out.append((p, {"device_id": 0}))
         else:
@@ -84,6 +113,15 @@ def backend_name(requested: list[str], active: list[str]) -> str:
                     active[0])
         name += f" (fallback from {requested[0]})"
     return name
+
+
+def node_placement(profile_json: str | os.PathLike) -> dict[str, int]:
+    """From an onnxruntime profile (``SessionOptions.enable_profiling``): how many graph nodes
+    each execution provider ran (a TensorRT-fused subgraph counts as one node)."""
+    events = json.loads(Path(profile_json).read_text())
+    seen = {(e["name"], e["args"]["provider"]) for e in events
+            if e.get("cat") == "Node" and "provider" in e.get("args", {})}
+    return dict(Counter(provider for _, provider in seen))
 
 
 def model_key(models: dict, precision: str, providers: list[str] | None) -> str:

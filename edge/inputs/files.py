@@ -116,3 +116,10 @@ def check_output_dir(path: str | os.PathLike, outputs: tuple[str, ...], what: st
         name = f"{option} {path}" if option else str(path)
         raise FerEdgeError(f"{name}: already holds {what} ({', '.join(there)}); choose "
                            "another folder, or pass --exist-ok to replace it")
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/fer-edge/<parts>`` (default ``~/.cache/fer-edge/...``): caches that
+    must not live in a bundle (read-only, or about to be shipped)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base.joinpath("fer-edge", *parts)

@@ -1,8 +1,9 @@
 """Native TensorRT engines (TensorRT 10.x and 11.x Python API) on a :mod:`.cuda_layer`.
 
 Optional: TensorRT's Python bindings (JetPack's ``python3-libnvinfer`` on a Jetson, the
-``[tensorrt]`` extra on an x86 GPU host) and cuda-bindings (or an installed pycuda). Engines
-are built on the device that runs them (``fer-edge build-engine``, :mod:`.trt_build`); the
+``[tensorrt-cu12]``/``[tensorrt-cu13]`` extra on an x86 GPU host) and a CUDA layer
+(:mod:`.cuda`). Engines are built on the device that runs them (``fer-edge build-engine``,
+:mod:`.build`); the
 bundle records the TensorRT version and GPU each was built for, checked before deserialising.
 
 The runtime allocates its device and pinned host buffers once, for the profile's maximum
@@ -16,15 +17,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from ...errors import FerEdgeError
 from .cuda import CudaLayer, open_cuda
 
+if TYPE_CHECKING:  # the tensorrt-stubs package; the real module is imported where used
+    import tensorrt
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIN_TENSORRT = (10, 0)
 TOO_OLD = ("TensorRT {v} is too old: fer-edge needs TensorRT >= 10 (JetPack >= 6.1 on a "
@@ -44,13 +51,41 @@ def import_tensorrt() -> ModuleType:
     try:
         import tensorrt as trt
     except ImportError:
+        trt = None
+    # only type stubs (tensorrt-stubs installs a bare tensorrt/ folder) import as an empty
+    # namespace package
+    if trt is None or not hasattr(trt, "__version__"):
         raise FerEdgeError("the tensorrt Python package is not importable: on a Jetson use "
                            "JetPack's (python3-libnvinfer, in a venv made with "
                            "--system-site-packages); on an x86 GPU host pip install "
-                           "'fer-edge[tensorrt]'") from None
+                           "'fer-edge[tensorrt-cu12]' (driver r525+) or "
+                           "'fer-edge[tensorrt-cu13]' (driver r580+)") from None
     if tensorrt_version(trt)[:2] < MIN_TENSORRT:
         raise FerEdgeError(TOO_OLD.format(v=trt.__version__))
     return trt
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (TensorRT's can run to many), or its type."""
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+def create_with_logger(factory: Callable[[tensorrt.ILogger], T], logger: tensorrt.ILogger,
+                       what: str) -> T:
+    """``trt.Builder(logger)`` / ``trt.Runtime(logger)``: they never return None; when the
+    native factory fails (no usable GPU, a driver too old for this TensorRT's CUDA) pybind11
+    raises ``TypeError: ... factory function returned nullptr``."""
+    try:
+        obj = factory(logger)
+    except (TypeError, RuntimeError) as e:
+        raise FerEdgeError(f"TensorRT could not create a {what} ({first_line(e)}): no usable "
+                           "GPU, or a driver too old for this TensorRT's CUDA (TensorRT for "
+                           "CUDA 13 needs driver r580+; use the tensorrt-cu12 extra with an "
+                           "older driver)") from None
+    if obj is None:  # not the real bindings' behaviour; kept for any wrapper that does it
+        raise FerEdgeError(f"TensorRT could not create a {what}")
+    return obj
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -93,21 +128,25 @@ class TensorRTBackend:
 
     def __init__(self, engine_path: str | os.PathLike, record: dict | None = None,
                  cuda: CudaLayer | None = None):
-        trt = import_tensorrt()
+        import_tensorrt()
+        import tensorrt as trt  # typed by the tensorrt-stubs package in CI
+
         self.cuda = cuda or open_cuda()
         path = Path(engine_path)
         gpu, cc = self.cuda.device()
         if record is not None:
             why = engine_mismatch(record, trt.__version__, gpu, cc)
             if why:
-                raise FerEdgeError(f"{path}: {why}; rebuild it here with "
-                                   "fer-edge build-engine BUNDLE --precision ...")
+                precision = record.get("precision") or "fp16|int8"
+                raise FerEdgeError(f"{path}: {why}; rebuild it here with: fer-edge "
+                                   f"build-engine {path.parent} --precision {precision} "
+                                   "--force")
         if not path.is_file():
             raise FerEdgeError(f"{path}: TensorRT engine not found")
         self._lock = threading.Lock()
         with self.cuda.scope():
             self.logger = trt.Logger(trt.Logger.WARNING)
-            self.runtime = trt.Runtime(self.logger)
+            self.runtime = create_with_logger(trt.Runtime, self.logger, "runtime")
             self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
                 raise FerEdgeError(f"{path}: TensorRT could not deserialize the engine (corrupt,"
@@ -116,9 +155,11 @@ class TensorRTBackend:
             if self.context is None:
                 raise FerEdgeError(f"{path}: TensorRT could not create an execution context "
                                    "(out of GPU memory?)")
-            self._bind(trt, path)
+            self._bind(path)
 
-    def _bind(self, trt: ModuleType, path: Path) -> None:
+    def _bind(self, path: Path) -> None:
+        import tensorrt as trt
+
         e = self.engine
         names = [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
         ins = [n for n in names if e.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -132,7 +173,7 @@ class TensorRTBackend:
                                    "FP32 input and output)")
         lo, _, hi = e.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
-        self.item_shape = tuple(int(d) for d in tuple(hi)[1:])
+        self.item_shape = tuple(int(hi[i]) for i in range(1, len(hi)))
         out_shape = tuple(int(d) for d in e.get_tensor_shape(self.output_name))
         if len(out_shape) != 2 or out_shape[1] < 1:
             raise FerEdgeError(f"{path}: output shape {out_shape} is not [batch, classes]")
