@@ -69,6 +69,7 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
     stops early and writes what was measured."""
     check_output_dir(out, ("results.json",), "a fer-bench report", exist_ok, option="--out")
     bundles = [load_bundle(m) for m in s.models]
+    check_batch_memory(max(s.batch_sizes), bundles)
     if s.video:
         check_video(s.video)
     photos = {p: read_labelled_images(p, bundles[0].labels) for p in s.realworld}
@@ -96,6 +97,24 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
         log.warning("interrupted: writing the results measured so far")
     results["peak_rss_mb"] = peak_rss_mb()
     return results, write_all(results, out, latencies)
+
+
+ACTIVATION_FACTOR = 256  # a CNN's activations per image, in multiples of its input tensor
+
+
+def check_batch_memory(batch: int, bundles: list[Bundle]) -> None:
+    """Refuse, before any measurement, a --batch-sizes whose largest batch would not fit in
+    the memory available now (input tensor times a generous activation factor)."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return
+    for b in bundles:
+        need = batch * b.input.channels * b.input.height * b.input.width * 4 * ACTIVATION_FACTOR
+        if need > available:
+            raise FerEdgeError(f"--batch-sizes {batch}: a batch of {batch} for {b.name} needs "
+                               f"about {need / 1e9:.1f} GB, {available / 1e9:.1f} GB is free; "
+                               "use smaller batches")
 
 
 def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,

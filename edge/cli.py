@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from .cliparams import Finite
 from .cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
 
 CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -43,7 +44,7 @@ def demo_image() -> str:
 @click.option("--backend", type=click.Choice(["ort", "tensorrt"]), default="ort")
 @click.option("--providers", default="cpu",
               help="onnxruntime execution providers in order: cpu,cuda,tensorrt.")
-@click.option("--threads", type=click.IntRange(1), default=None,
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="Classifier threads [onnxruntime default].")
 @click.option("--detector", type=click.Choice(["haar", "yunet", "ours"]), default="haar",
               help="ours: the fer-edge face detector with five landmarks (in the JSONL).")
@@ -55,7 +56,7 @@ def demo_image() -> str:
 @click.option("--full-detect-every", type=click.IntRange(1), default=30,
               help="Search the whole frame for new faces every N frames (and whenever no face "
                    "is tracked); other detection frames only re-detect near known faces.")
-@click.option("--detect-width", type=click.IntRange(0), default=None,
+@click.option("--detect-width", type=click.IntRange(0, 8192), default=None,
               help="Downscale frames to this width for detection (0: full size) [320 for "
                    "video and live sources, 640 for images and folders: a photo's faces are "
                    "often small, and a still can afford the time].")
@@ -63,20 +64,20 @@ def demo_image() -> str:
               help="Haar: also OpenCV's profile cascade on the frame and its mirror (turned "
                    "faces; about 3x the detection time) [on for images and folders, off for "
                    "video and cameras].")
-@click.option("--min-face", type=click.IntRange(8), default=24,
+@click.option("--min-face", type=click.IntRange(8, 4096), default=24,
               help="Haar: smallest face, in detection-image pixels.")
 @click.option("--min-neighbors", type=click.IntRange(1), default=5, help="Haar minNeighbors.")
-@click.option("--scale-factor", type=click.FloatRange(1.01, 2.0), default=1.1,
+@click.option("--scale-factor", type=Finite(1.01, 2.0), default=1.1,
               help="Haar scaleFactor.")
-@click.option("--max-faces", type=click.IntRange(1), default=8)
+@click.option("--max-faces", type=click.IntRange(1, 1024), default=8)
 @click.option("--classify-every", type=click.IntRange(1), default=None,
               help="Re-classify a tracked face every K frames (and when it is new, moved or "
                    "unsure); in between its smoothed probabilities carry over. 1: every face "
                    "on every frame [3, measured: docs/architecture.md].")
-@click.option("--reclassify-iou", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--reclassify-iou", type=Finite(0.0, 1.0), default=None,
               help="Re-classify a face whose box overlaps its box at the last classification "
                    "less than this (IoU) [0.7].")
-@click.option("--smooth", type=click.FloatRange(0.01, 1.0), default=0.3,
+@click.option("--smooth", type=Finite(0.01, 1.0), default=0.3,
               help="EMA weight of the newest probabilities per track.")
 @click.option("--no-smooth", is_flag=True, help="Raw per-frame probabilities.")
 @click.option("--jsonl", type=str, default=None, help="Write one JSON object per frame ('-': "
@@ -87,7 +88,7 @@ def demo_image() -> str:
 @click.option("--max-frames", type=click.IntRange(1), default=None)
 @click.option("--loop", type=click.IntRange(1), default=1,
               help="Replay a video file this many times (soak tests).")
-@click.option("--reconnect", type=click.IntRange(0), default=5,
+@click.option("--reconnect", type=click.IntRange(0, 10000), default=5,
               help="Live sources: reconnects with backoff before giving up (the budget "
                    "refills after 10 s of uninterrupted frames). A URL to a video file is "
                    "read like a file and ends at its end.")
@@ -106,7 +107,7 @@ def demo_image() -> str:
                    "fer-edge[mqtt]).")
 @click.option("--device-id", default=None, help="Device name in MQTT topics and messages "
               "[the host name].")
-@click.option("--mqtt-heartbeat", type=click.FloatRange(0), default=10.0,
+@click.option("--mqtt-heartbeat", type=Finite(0, 86400), default=10.0,
               help="Seconds between MQTT heartbeats with FPS (0: none).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="At the end, write the timeline report (frames.csv, summary.csv/.md, "
