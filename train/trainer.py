@@ -35,6 +35,7 @@ from .models import classifier_keys, count_params, create_model
 from .rundir import choose_out, run_folder
 
 log = logging.getLogger("fer_edge.train")
+now = time.monotonic  # the training clock (--time-limit); a test replaces it with a fake one
 
 
 @dataclass
@@ -345,7 +346,8 @@ def fit(cfg: TrainConfig, given: Collection[str] | None = None) -> dict[str, Any
     prev = signal.signal(signal.SIGTERM, _raise_on_sigterm) \
         if hasattr(signal, "SIGTERM") else None
     try:
-        with run_folder(out, create=ctx.main):
+        with run_folder(out, create=ctx.main,
+                        exist_ok=cfg.exist_ok or bool(cfg.resume)):
             if ctx.main:
                 if resume_ckpt:
                     _carry_run(cfg.resume, out, resume_ckpt, copy=False)
@@ -419,7 +421,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
              out)
     if resume_ckpt and ctx.main:  # now that data and model are known to be fine
         _carry_run(cfg.resume, out, resume_ckpt, copy=True)
-    t_start = time.time()
+    t_start = now()
     epoch = start_epoch
     val_index = np.arange(ctx.rank, len(val), ctx.world)
     try:
@@ -440,7 +442,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
                 p = gather_rows(val_index, predict_proba(model, val, spec, device, flip=flip,
                                                          index=val_index), len(val), ctx)
                 row[key] = float((p.argmax(1) == val.labels).mean())
-            row["time_s"] = round(prior_s + time.time() - t_start, 1)  # training time so far
+            row["time_s"] = round(prior_s + now() - t_start, 1)  # training time so far
             history.append(row)
             if cfg.time_limit:
                 elapsed = sum_across([row["time_s"]], ctx, device)[0] / ctx.world  # ranks agree
@@ -473,7 +475,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
     if epoch < cfg.schedule_epochs and ctx.main:
         tqdm.write(f"stopped after epoch {epoch} of {cfg.schedule_epochs} (--stop-after); "
                    f"continue with --resume {out / 'last.pt'}")
-    metrics = finish(cfg, out, val, spec, device, history, metric, time.time() - t_start) \
+    metrics = finish(cfg, out, val, spec, device, history, metric, now() - t_start) \
         if ctx.main else {}
     barrier(ctx)
     shutdown(ctx)

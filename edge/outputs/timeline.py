@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FerEdgeError
-from ..inputs.files import atomic_write_text, check_output_dir
+from ..inputs.files import atomic_write_text, check_output_dir, check_regular_file
 from ..labels import FER2013_LABELS
 from .events import SCHEMA, TrackEvents
 
@@ -117,6 +117,7 @@ def read_run(path: str | os.PathLike, progress: bool = True) -> list[Row]:
     from tqdm import tqdm
 
     path = Path(path)
+    check_regular_file(path)  # a FIFO would block until some writer came
     try:
         size, fh = path.stat().st_size, open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as e:

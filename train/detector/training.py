@@ -190,7 +190,7 @@ def fit_detector(cfg: DetTrainConfig) -> dict[str, Any]:
     cfg.out = str(out)
     prev = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
-        with run_folder(out, create=True):
+        with run_folder(out, create=True, exist_ok=cfg.exist_ok or bool(cfg.resume)):
             return _train(cfg, out, train, val, ckpt)
     finally:
         signal.signal(signal.SIGTERM, prev)
