@@ -123,12 +123,13 @@ def export_detector(checkpoint: str, opts: DetectorExportOptions) -> dict[str, A
     from fer_edge.train.checkpoint import load_checkpoint
     from fer_edge.train.detector.model import FaceDetNet
 
-    from .exporter import _install, check_out, make_workdir
+    from .exporter import _install, check_bundle_inputs, check_out, make_workdir
 
     if opts.int8 and not opts.calib_data:
         raise FerEdgeError("--int8 needs --calib-data (the detection dataset folder)")
     out = Path(opts.out)
     check_out(out, opts.exist_ok, marker=DETECTOR_JSON)  # before any work, as for bundles
+    check_bundle_inputs(out, [checkpoint, opts.calib_data, opts.val_data], DETECTOR_JSON)
     check_writable_dir(out)
     ck = load_checkpoint(checkpoint)
     if ck.get("arch") != "facedet":

@@ -17,6 +17,7 @@ from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import OrtBackend, evaluate, open_backend
 from fer_edge.edge.inputs.files import (
+    check_not_inputs,
     check_writable_dir,
     folder_lock,
     sweep_stale,
@@ -98,6 +99,8 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
         raise FerEdgeError("--calib-method auto picks by validation accuracy: give --val-data")
     out = Path(opts.out)
     check_out(out, opts.exist_ok)
+    check_bundle_inputs(out, [*([checkpoints] if isinstance(checkpoints, (str, os.PathLike))
+                                else checkpoints), opts.calib_data, opts.val_data])
     check_writable_dir(out)
     with folder_lock(out, "--out"):
         return _export_locked(checkpoints, opts, out)
@@ -160,6 +163,13 @@ def check_out(out: Path, exist_ok: bool = False, marker: str = "bundle.json") ->
     elif any(out.iterdir()):
         raise FerEdgeError(f"{out}: exists and is not a bundle; refusing to replace it "
                            "(choose another --out)")
+
+
+def check_bundle_inputs(out: Path, inputs: list, marker: str = "bundle.json") -> None:
+    """Refuse an ``--out`` whose bundle files (which --exist-ok replaces) are an input: a
+    checkpoint or dataset file, linked or not."""
+    if out.is_dir():
+        check_not_inputs([("--out", out / n) for n in bundle_files(out, marker)], inputs)
 
 
 def bundle_files(folder: Path, marker: str = "bundle.json") -> set[str]:

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 from badinput import check_cli, tmpfs
+from test_badinput_edge import _first_frame
 
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inputs.files import (
@@ -31,21 +32,13 @@ from fer_edge.edge.inputs.files import (
 RUN = ("run", "--no-display", "-q")
 
 
-def _face(video: Path) -> np.ndarray:
-    cap = cv2.VideoCapture(str(video))
-    ok, img = cap.read()
-    cap.release()
-    assert ok
-    return img
-
-
 @pytest.fixture()
 def folder(video, tmp_path) -> Path:
     """A folder source with two images."""
     d = tmp_path / "imgs"
     d.mkdir()
-    cv2.imwrite(str(d / "a.jpg"), _face(video))
-    cv2.imwrite(str(d / "b.jpg"), _face(video))
+    cv2.imwrite(str(d / "a.jpg"), _first_frame(video))
+    cv2.imwrite(str(d / "b.jpg"), _first_frame(video))
     return d
 
 
@@ -100,6 +93,25 @@ def test_bench_out_file_hard_linked_to_the_data_is_refused(tmp_path):
     check_cli("fer-bench", ["--data", data, "--out", tmp_path / "b", "--exist-ok"], 1,
               ["--out", "results.csv", "same file"], timeout=120)
     assert data.read_text() == "emotion,pixels,Usage\n"
+
+
+def test_train_out_holding_the_init_checkpoint_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"weights")
+    check_cli("fer-train", ["--data", tmp_path, "--init", run / "best.pt", "--out", run,
+                            "--exist-ok"], 1, ["--out", "best.pt", "same file"], timeout=120)
+    assert (run / "best.pt").read_bytes() == b"weights"
+
+
+def test_export_over_a_bundle_holding_the_checkpoint_is_refused(tmp_path):
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "bundle.json").write_text(json.dumps({"models": {"fp32": {"file": "model.onnx"}}}))
+    os.link(b / "bundle.json", tmp_path / "ck.pt")  # the checkpoint is a link into the bundle
+    check_cli("fer-export", [tmp_path / "ck.pt", "--out", b, "--exist-ok"], 1,
+              ["--out", "bundle.json", "same file"], timeout=120)
+    assert (b / "bundle.json").exists()
 
 
 def test_check_not_inputs_ignores_new_files_and_urls(folder, tmp_path):

@@ -14,11 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.inputs.files import check_writable_dir, folder_lock
+from fer_edge.edge.inputs.files import check_not_inputs, check_writable_dir, folder_lock
 
 DEFAULT_OUT = "runs/train"
 RUN_FILES = ("best.pt", "last.pt", "metrics.json", "train.log")
 PROBE_BYTES = 256 * 1024  # a full disk fails here, not after the first epoch
+
+
+def check_run_inputs(out: Path, inputs: list[str | None]) -> None:
+    """Refuse an ``--out`` whose run files (best.pt, last.pt, ...) are one of ``inputs``
+    (the data, a teacher or --init checkpoint; never the --resume checkpoint, which a resumed
+    run rightly replaces)."""
+    check_not_inputs([("--out", out / n) for n in (*RUN_FILES, "curves.png", "confusion.png")],
+                     inputs)
 
 
 def holds_run(folder: Path) -> bool:

@@ -32,7 +32,7 @@ from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import barrier, check_batch, gather_rows, init_distributed, shutdown, sum_across
 from .engine import Distiller, class_weights, epoch_order, predict_proba, train_one_epoch
 from .models import classifier_keys, count_params, create_model
-from .rundir import choose_out, run_folder
+from .rundir import check_run_inputs, choose_out, run_folder
 
 log = logging.getLogger("fer_edge.train")
 now = time.monotonic  # the training clock (--time-limit); a test replaces it with a fake one
@@ -338,6 +338,7 @@ def fit(cfg: TrainConfig, given: Collection[str] | None = None) -> dict[str, Any
     if not Path(cfg.data).exists():
         raise FerEdgeError(f"--data {cfg.data}: no such file or directory")
     out = choose_out(cfg.out, cfg.exist_ok, cfg.resume)
+    check_run_inputs(out, [cfg.data, *cfg.extra_data, cfg.teacher, cfg.init])
     cfg.out = str(out)
     ctx, device = init_distributed(device)
     check_batch(cfg.batch_size, ctx)
