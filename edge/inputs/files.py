@@ -233,9 +233,9 @@ def check_not_inputs(outputs: Iterable[tuple[str | None, str | os.PathLike]],
             ids = {_file_id(inp)}
         for opt, out, fid in existing:
             if fid in ids:
-                raise FerEdgeError(f"{opt + ' ' if opt else ''}{out}: is the input {inp} (the "
-                                   "same file); writing it would destroy the input. Choose "
-                                   "another output")
+                raise FerEdgeError(f"{opt + ' ' if opt else ''}{out}: is the same file as the "
+                                   f"input {inp}; writing it would overwrite that source file. "
+                                   "Choose another output")
 
 
 _HELD: set[str] = set()  # lock files this process holds (a nested lock of the same folder)
