@@ -30,6 +30,22 @@ def demo_image() -> str:
     return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
+def _report_locked(command):
+    """Hold the --report folder's lock (one run per folder) for the whole of ``command``."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(**kw):
+        if kw.get("report_dir") is None:
+            return command(**kw)
+        from fer_edge.edge.inputs.files import folder_lock
+
+        with folder_lock(kw["report_dir"], "--report"):
+            return command(**kw)
+
+    return wrapper
+
+
 @main.command(context_settings=CTX)
 @click.option("--camera", type=str, default=None, help="Camera index or /dev/videoN.")
 @click.option("--source", "sources", type=str, multiple=True,
@@ -116,6 +132,7 @@ def demo_image() -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-image lines.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
+@_report_locked
 def run(camera, sources, demo, model, precision, backend, providers, threads, detector,
         detector_model, detect_every, full_detect_every, detect_width, profile, min_face,
         min_neighbors, scale_factor, max_faces, classify_every, reclassify_iou, smooth,
@@ -127,146 +144,137 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     (outputs are closed cleanly). Prints a summary with FPS and per-stage latency.
     """
     setup_logging(verbose)
-    import contextlib
+    from pathlib import Path
 
-    with contextlib.ExitStack() as held:  # the --report folder's lock
-        from pathlib import Path
+    from fer_edge.edge.bundle import load_bundle
+    from fer_edge.edge.detection.choose import source_detector
+    from fer_edge.edge.errors import FerEdgeError
+    from fer_edge.edge.inputs.files import check_not_inputs
+    from fer_edge.edge.inputs.sources import LoopedVideo, open_source, parse_source, quiet_opencv
+    from fer_edge.edge.outputs.sinks import (
+        JsonlSink,
+        VideoSink,
+        Window,
+        check_output,
+        display_available,
+    )
+    from fer_edge.edge.outputs.timeline import OUTPUTS as REPORT_FILES
+    from fer_edge.edge.pipeline import Pipeline
+    from fer_edge.edge.runner import Stream, run_streams, streams_text
 
-        from fer_edge.edge.bundle import load_bundle
-        from fer_edge.edge.detection.choose import source_detector
-        from fer_edge.edge.errors import FerEdgeError
-        from fer_edge.edge.inputs.files import check_not_inputs, folder_lock
-        from fer_edge.edge.inputs.sources import (
-            LoopedVideo,
-            open_source,
-            parse_source,
-            quiet_opencv,
-        )
-        from fer_edge.edge.outputs.sinks import (
-            JsonlSink,
-            VideoSink,
-            Window,
-            check_output,
-            display_available,
-        )
-        from fer_edge.edge.outputs.timeline import OUTPUTS as REPORT_FILES
-        from fer_edge.edge.pipeline import Pipeline
-        from fer_edge.edge.runner import Stream, run_streams, streams_text
-
-        quiet_opencv(verbose)
-        chosen = [x for x in (camera, *sources, demo_image() if demo else None) if x is not None]
-        if not chosen or (len(chosen) > 1 and (camera is not None or demo)):
-            raise FerEdgeError("give exactly one of --camera N, --source PATH_OR_URL (repeatable) "
-                               "or --demo")
-        specs = [parse_source(c) for c in chosen]
-        if camera is not None and specs[0].kind != "camera":
-            raise FerEdgeError(f"--camera {camera!r}: expected an index or /dev/videoN")
+    quiet_opencv(verbose)
+    chosen = [x for x in (camera, *sources, demo_image() if demo else None) if x is not None]
+    if not chosen or (len(chosen) > 1 and (camera is not None or demo)):
+        raise FerEdgeError("give exactly one of --camera N, --source PATH_OR_URL (repeatable) "
+                           "or --demo")
+    specs = [parse_source(c) for c in chosen]
+    if camera is not None and specs[0].kind != "camera":
+        raise FerEdgeError(f"--camera {camera!r}: expected an index or /dev/videoN")
+    for spec in specs:
+        if loop > 1 and spec.kind != "video":
+            raise FerEdgeError(f"--loop {loop}: only a video file can be replayed; the source "
+                               f"{spec.target} is a {spec.kind}")
+        for option, out in (("--jsonl", jsonl if jsonl != "-" else None),
+                            ("--save-video", save_video)):
+            if out is not None:
+                check_output(out, option)
+    if report_dir is not None:
+        if len(specs) > 1:
+            raise FerEdgeError("--report takes one source (track ids are per stream); run "
+                               "fer-edge report on each stream's own --jsonl")
+        jsonl = _report_jsonl(report_dir, jsonl, exist_ok)
+    if jsonl and save_video and jsonl != "-" and Path(jsonl).resolve() == \
+            Path(save_video).resolve():
+        raise FerEdgeError(f"--jsonl and --save-video both name {jsonl}")
+    outputs = [("--jsonl", jsonl if jsonl != "-" else None), ("--save-video", save_video)]
+    if report_dir is not None:
+        outputs += [("--report", Path(report_dir) / n) for n in REPORT_FILES]
+    check_not_inputs([(o, p) for o, p in outputs if p],
+                     [str(s.target) for s in specs if s.kind in ("video", "image", "folder")]
+                     + [model, detector_model])
+    bundle = load_bundle(model)
+    if precision == "trt":
+        engines = [k for k in ("trt_int8", "trt_fp16") if k in bundle.models]
+        if not engines:
+            raise FerEdgeError(f"{bundle.path}: no TensorRT engine in this bundle; build one "
+                               "with fer-export --trt fp16|int8 on this device")
+        precision, backend = engines[0], "tensorrt"
+    if detector == "ours" and detector_model is None and bundle.meta.get("detector"):
+        sub = str(bundle.meta["detector"])
+        if Path(sub).name != sub or sub in (".", ".."):
+            raise FerEdgeError(f"{bundle.path}/bundle.json: 'detector' {sub!r} must name a "
+                               "folder inside the bundle")
+        detector_model = str(bundle.path / sub)
+    interval = {k: v for k, v in (("classify_every", classify_every),
+                                  ("reclassify_iou", reclassify_iou)) if v is not None}
+    pipes, classifier = [], None
+    for spec in specs:
+        pipe = Pipeline(bundle, precision, backend, threads, providers.split(","),
+                        source_detector(spec.kind in ("image", "folder"), detector,
+                                        detector_model, detect_width, profile, min_face,
+                                        min_neighbors, scale_factor),
+                        detect_every, full_detect_every, max_faces,
+                        None if no_smooth else smooth, classifier, **interval)
+        classifier = pipe.classifier  # one classifier (one batch per tick) for every stream
+        pipes.append(pipe)
+    available = display_available()
+    if display and not available:
+        raise FerEdgeError("--display: no display available (DISPLAY unset or OpenCV "
+                           "built without GUI)")
+    show = available if display is None else display
+    srcs, extra = [], []
+    try:  # every source and output is opened before the loop: a bad one fails before any frame
         for spec in specs:
-            if loop > 1 and spec.kind != "video":
-                raise FerEdgeError(f"--loop {loop}: only a video file can be replayed; the source "
-                                   f"{spec.target} is a {spec.kind}")
-            for option, out in (("--jsonl", jsonl if jsonl != "-" else None),
-                                ("--save-video", save_video)):
-                if out is not None:
-                    check_output(out, option)
-        if report_dir is not None:
-            if len(specs) > 1:
-                raise FerEdgeError("--report takes one source (track ids are per stream); run "
-                                   "fer-edge report on each stream's own --jsonl")
-            held.enter_context(folder_lock(report_dir, "--report"))
-            jsonl = _report_jsonl(report_dir, jsonl, exist_ok)
-        if jsonl and save_video and jsonl != "-" and Path(jsonl).resolve() == \
-                Path(save_video).resolve():
-            raise FerEdgeError(f"--jsonl and --save-video both name {jsonl}")
-        outputs = [("--jsonl", jsonl if jsonl != "-" else None), ("--save-video", save_video)]
-        if report_dir is not None:
-            outputs += [("--report", Path(report_dir) / n) for n in REPORT_FILES]
-        check_not_inputs([(o, p) for o, p in outputs if p],
-                         [str(s.target) for s in specs if s.kind in ("video", "image", "folder")]
-                         + [model, detector_model])
-        bundle = load_bundle(model)
-        if precision == "trt":
-            engines = [k for k in ("trt_int8", "trt_fp16") if k in bundle.models]
-            if not engines:
-                raise FerEdgeError(f"{bundle.path}: no TensorRT engine in this bundle; build one "
-                                   "with fer-export --trt fp16|int8 on this device")
-            precision, backend = engines[0], "tensorrt"
-        if detector == "ours" and detector_model is None and bundle.meta.get("detector"):
-            sub = str(bundle.meta["detector"])
-            if Path(sub).name != sub or sub in (".", ".."):
-                raise FerEdgeError(f"{bundle.path}/bundle.json: 'detector' {sub!r} must name a "
-                                   "folder inside the bundle")
-            detector_model = str(bundle.path / sub)
-        interval = {k: v for k, v in (("classify_every", classify_every),
-                                      ("reclassify_iou", reclassify_iou)) if v is not None}
-        pipes, classifier = [], None
-        for spec in specs:
-            pipe = Pipeline(bundle, precision, backend, threads, providers.split(","),
-                            source_detector(spec.kind in ("image", "folder"), detector,
-                                            detector_model, detect_width, profile, min_face,
-                                            min_neighbors, scale_factor),
-                            detect_every, full_detect_every, max_faces,
-                            None if no_smooth else smooth, classifier, **interval)
-            classifier = pipe.classifier  # one classifier (one batch per tick) for every stream
-            pipes.append(pipe)
-        available = display_available()
-        if display and not available:
-            raise FerEdgeError("--display: no display available (DISPLAY unset or OpenCV "
-                               "built without GUI)")
-        show = available if display is None else display
-        srcs, extra = [], []
-        try:  # every source and output is opened before the loop: a bad one fails before any frame
-            for spec in specs:
-                src = open_source(spec, max_retries=reconnect) if spec.live else open_source(spec)
-                srcs.append(LoopedVideo(src, loop) if loop > 1 else src)
-            single = specs[0] if len(specs) == 1 else None
-            jsonl_sink = JsonlSink(jsonl, bundle.labels, str(single.target) if single
-                                   and single.kind == "folder" else None) if jsonl else None
-            video_sink = VideoSink(save_video, srcs[0].fps) if save_video else None
-            extra = _open_extra_sinks(serve, serve_token, mqtt, device_id, mqtt_heartbeat,
-                                      bundle.labels)
-        except BaseException:
-            for sink in extra:
-                sink.close()
-            for src in srcs:
-                src.close()
-            raise
-        for spec, pipe in zip(specs, pipes, strict=True):
-            click.echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
-                       f"{pipe.detector.name}, source {spec.kind} {spec.target}", err=True)
-        progress = None
-        stills = [s.kind in ("image", "folder") for s in specs]
-        per_image = len(specs) == 1 and stills[0] and not quiet and jsonl != "-"
-        if not quiet and not per_image and jsonl != "-":
-            from tqdm import tqdm
+            src = open_source(spec, max_retries=reconnect) if spec.live else open_source(spec)
+            srcs.append(LoopedVideo(src, loop) if loop > 1 else src)
+        single = specs[0] if len(specs) == 1 else None
+        jsonl_sink = JsonlSink(jsonl, bundle.labels, str(single.target) if single
+                               and single.kind == "folder" else None) if jsonl else None
+        video_sink = VideoSink(save_video, srcs[0].fps) if save_video else None
+        extra = _open_extra_sinks(serve, serve_token, mqtt, device_id, mqtt_heartbeat,
+                                  bundle.labels)
+    except BaseException:
+        for sink in extra:
+            sink.close()
+        for src in srcs:
+            src.close()
+        raise
+    for spec, pipe in zip(specs, pipes, strict=True):
+        click.echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
+                   f"{pipe.detector.name}, source {spec.kind} {spec.target}", err=True)
+    progress = None
+    stills = [s.kind in ("image", "folder") for s in specs]
+    per_image = len(specs) == 1 and stills[0] and not quiet and jsonl != "-"
+    if not quiet and not per_image and jsonl != "-":
+        from tqdm import tqdm
 
-            lengths = [src.length * loop for src in srcs]
-            total = sum(lengths) if all(lengths) else None
-            if total and max_frames:
-                total = sum(min(n, max_frames) for n in lengths)
-            progress = tqdm(total=total, unit="frame", desc="fer-edge", dynamic_ncols=True,
-                            file=sys.stderr)
-        if per_image:
-            jsonl_sink = _EchoSink(jsonl_sink)
-        streams = [Stream(src, pipe, str(spec.target), still)
-                   for src, pipe, spec, still in zip(srcs, pipes, specs, stills, strict=True)]
-        try:
-            summaries = run_streams(streams, jsonl_sink, video_sink, Window() if show else None,
-                                    max_frames, progress, sinks=extra)
-        finally:
-            if progress is not None:
-                progress.close()
-        click.echo(streams_text(summaries), err=True)
-        if report_dir is not None and any(s.frames for s in summaries):
-            _echo_report(jsonl, report_dir, True, quiet)
-        if any(s.stopped_by == "signal" for s in summaries):
-            click.echo("stopped by signal; outputs closed", err=True)
-            sys.exit(130)
-        if all(s.failed for s in summaries):
-            raise FerEdgeError("every stream failed: " + "; ".join(f"{s.name}: {s.failed}"
-                                                                 for s in summaries))
-        if not sum(s.frames for s in summaries):
-            raise FerEdgeError(f"{', '.join(str(s.target) for s in specs)}: no frame was read")
+        lengths = [src.length * loop for src in srcs]
+        total = sum(lengths) if all(lengths) else None
+        if total and max_frames:
+            total = sum(min(n, max_frames) for n in lengths)
+        progress = tqdm(total=total, unit="frame", desc="fer-edge", dynamic_ncols=True,
+                        file=sys.stderr)
+    if per_image:
+        jsonl_sink = _EchoSink(jsonl_sink)
+    streams = [Stream(src, pipe, str(spec.target), still)
+               for src, pipe, spec, still in zip(srcs, pipes, specs, stills, strict=True)]
+    try:
+        summaries = run_streams(streams, jsonl_sink, video_sink, Window() if show else None,
+                                max_frames, progress, sinks=extra)
+    finally:
+        if progress is not None:
+            progress.close()
+    click.echo(streams_text(summaries), err=True)
+    if report_dir is not None and any(s.frames for s in summaries):
+        _echo_report(jsonl, report_dir, True, quiet)
+    if any(s.stopped_by == "signal" for s in summaries):
+        click.echo("stopped by signal; outputs closed", err=True)
+        sys.exit(130)
+    if all(s.failed for s in summaries):
+        raise FerEdgeError("every stream failed: " + "; ".join(f"{s.name}: {s.failed}"
+                                                             for s in summaries))
+    if not sum(s.frames for s in summaries):
+        raise FerEdgeError(f"{', '.join(str(s.target) for s in specs)}: no frame was read")
 
 
 def _report_jsonl(report_dir: str, jsonl: str | None, exist_ok: bool) -> str:
