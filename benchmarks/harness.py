@@ -66,41 +66,47 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
     """Measure, then write the reports to ``out``. Every input is checked before the first
     measurement: the output folder can be written (and holds no earlier report unless
     ``exist_ok``), the bundles read, the video decoded. Ctrl-C (or SIGTERM, from the CLI)
-    stops early and writes what was measured."""
+    stops early and writes what was measured. One run at a time writes into ``out`` (a
+    second is refused), and no report file may be one of the inputs."""
     check_output_dir(out, ("results.json",), "a fer-bench report", exist_ok, option="--out")
     check_not_inputs([("--out", f) for f in report_files(out)],
                      [*s.models, s.data, s.video, *s.realworld])
     with folder_lock(out, "--out"):
-        check_output_dir(out, ("results.json",), "a fer-bench report", exist_ok, option="--out")
-        bundles = [load_bundle(m) for m in s.models]
-        check_batch_memory(max(s.batch_sizes), bundles)
-        if s.video:
-            check_video(s.video)
-        photos = {p: read_labelled_images(p, bundles[0].labels) for p in s.realworld}
-        peer_python = {p: check_peer(p, s.peer_python) for p in s.peers}
-        results: dict = {
-            "schema": SCHEMA,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": command, "environment": environment(),
-            "settings": {**asdict(s), "models": [str(b.path) for b in bundles],
-                         "ort_thread_spinning": False},
-            "results": [], "skipped": [], "pipeline": [], "endtoend": [], "peers": [], "soak": None,
-            "interrupted": False,
-        }
-        latencies: dict[str, np.ndarray] = {}
-        try:
-            splits = _measure(s, bundles, results, latencies)
-            _pipelines(s, bundles, peer_python, results)
-            _end_to_end(s, bundles, photos, results)
-            b = bundles[0]
-            split = splits[b.labels, b.input][0] if (b.labels, b.input) in splits else \
-                _read_split(s, b) if s.data and peer_python else None
-            _peers(s, b, split, peer_python, photos, results, latencies)
-        except KeyboardInterrupt:
-            results["interrupted"] = True
-            log.warning("interrupted: writing the results measured so far")
-        results["peak_rss_mb"] = peak_rss_mb()
-        return results, write_all(results, out, latencies)
+        check_output_dir(out, ("results.json",), "a fer-bench report", exist_ok,
+                         option="--out")  # again: another run may have finished meanwhile
+        return _run_benchmark(s, out, command)
+
+
+def _run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list[Path]]:
+    bundles = [load_bundle(m) for m in s.models]
+    check_batch_memory(max(s.batch_sizes), bundles)
+    if s.video:
+        check_video(s.video)
+    photos = {p: read_labelled_images(p, bundles[0].labels) for p in s.realworld}
+    peer_python = {p: check_peer(p, s.peer_python) for p in s.peers}
+    results: dict = {
+        "schema": SCHEMA,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command, "environment": environment(),
+        "settings": {**asdict(s), "models": [str(b.path) for b in bundles],
+                     "ort_thread_spinning": False},
+        "results": [], "skipped": [], "pipeline": [], "endtoend": [], "peers": [], "soak": None,
+        "interrupted": False,
+    }
+    latencies: dict[str, np.ndarray] = {}
+    try:
+        splits = _measure(s, bundles, results, latencies)
+        _pipelines(s, bundles, peer_python, results)
+        _end_to_end(s, bundles, photos, results)
+        b = bundles[0]
+        split = splits[b.labels, b.input][0] if (b.labels, b.input) in splits else \
+            _read_split(s, b) if s.data and peer_python else None
+        _peers(s, b, split, peer_python, photos, results, latencies)
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        log.warning("interrupted: writing the results measured so far")
+    results["peak_rss_mb"] = peak_rss_mb()
+    return results, write_all(results, out, latencies)
 
 
 ACTIVATION_FACTOR = 256  # a CNN's activations per image, in multiples of its input tensor

@@ -81,3 +81,14 @@ def test_cli_refuses_nan_and_inf_in_one_line(command, args, option, tmp_path):
 def test_bench_batch_sizes_are_bounded(sizes, words, tmp_path):
     check_cli("fer-bench", ["--batch-sizes", sizes, "--out", tmp_path / "b"], 1, words,
               absent=[tmp_path / "b"], timeout=120)
+
+
+def test_bench_batch_that_cannot_fit_in_memory_is_refused():
+    from fer_edge.benchmarks.harness import check_batch_memory
+    from fer_edge.edge.bundle import load_bundle
+    from fer_edge.edge.errors import FerEdgeError
+
+    bundle = load_bundle()
+    check_batch_memory(32, [bundle])  # the usual sizes fit
+    with pytest.raises(FerEdgeError, match="--batch-sizes 10000000: .* GB is free"):
+        check_batch_memory(10_000_000, [bundle])
