@@ -90,8 +90,8 @@ def _positive_ints(value: str, option: str, most: int = MAX_COUNT) -> list[int]:
 @click.option("--exist-ok", is_flag=True, help="Replace the report already in --out.")
 @click.option("--compare-to", type=click.Path(), default=None,
               help="Earlier results.json: print changes, exit 1 on a regression.")
-@click.option("--max-acc-drop", type=Finite(0, 100), default=0.5, help="Gate: accuracy points.")
-@click.option("--max-latency-rise", type=Finite(0), default=0.10,
+@click.option("--max-acc-drop", type=Finite(-100, 100), default=0.5, help="Gate: accuracy points.")
+@click.option("--max-latency-rise", type=Finite(-1), default=0.10,
               help="Gate: fractional rise of batch-1 p50.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors

@@ -24,7 +24,7 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_int
 @click.option("--val-data", type=click.Path(),
               help="Evaluate FP32 and INT8 on this dataset and record it in bundle.json.")
 @click.option("--val-split", default="test", help="test = FER2013 PublicTest.")
-@click.option("--max-drop", type=Finite(0, 100), default=1.0,
+@click.option("--max-drop", type=Finite(-100, 100), default=1.0,
               help="Refuse an INT8 model losing more accuracy points than this.")
 @click.option("--force", is_flag=True, help="Keep the INT8 model even above --max-drop.")
 @click.option("--int8-scheme", type=click.Choice(["both", "symmetric", "asymmetric"]),

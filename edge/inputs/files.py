@@ -256,6 +256,9 @@ def folder_lock(folder: str | os.PathLike, option: str = "--out") -> Iterator[No
         yield
         return
     made = [p for p in (folder.parent, *folder.parent.parents) if not p.exists()]
+    above = next(p for p in (folder.parent, *folder.parent.parents) if p.exists())
+    if not above.is_dir():
+        raise FerEdgeError(f"{option} {folder}: {above} is a file, not a folder")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
