@@ -242,6 +242,18 @@ def test_stale_temporaries_of_dead_writers_are_swept(tmp_path):
         live.wait(30)
 
 
+def test_export_removes_a_killed_exports_hidden_folders(tmp_path):
+    from fer_edge.export.exporter import make_workdir
+
+    dead = _dead_pid()
+    for name in (f".b.pid{dead}.w1", f".b.old.pid{dead}.w2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.onnx").write_bytes(b"x" * 1000)
+    work = make_workdir(tmp_path / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [work.name]
+    assert work.name.startswith(f".b.pid{os.getpid()}.")
+
+
 def test_save_video_removes_a_killed_runs_partial_video(video, tmp_path):
     stale = tmp_path / f".out.avi.pid{_dead_pid()}.k9.partial.avi"
     stale.write_bytes(b"x" * 100_000)
