@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from fer_edge.edge.cliparams import Finite
 from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
 
 PRECISIONS = ("fp32", "int8", "fp16", "trt_fp16", "trt_int8")
@@ -27,8 +28,12 @@ def _csv_list(value: str, option: str, choices: tuple[str, ...]) -> list[str]:
     return items
 
 
-def _positive_ints(value: str, option: str) -> list[int]:
-    """A comma list of whole numbers >= 1 (batch sizes, thread counts)."""
+MAX_BATCH = 1024  # throughput stops growing long before; more only costs memory
+MAX_COUNT = 256  # threads, streams
+
+
+def _positive_ints(value: str, option: str, most: int = MAX_COUNT) -> list[int]:
+    """A comma list of whole numbers from 1 to ``most`` (batch sizes, thread counts)."""
     from fer_edge.edge.errors import FerEdgeError
 
     try:
@@ -38,6 +43,8 @@ def _positive_ints(value: str, option: str) -> list[int]:
     if not items or min(items) < 1:
         raise FerEdgeError(f"{option} {value!r}: expected a comma list of whole numbers >= 1, "
                            "like 1,8,32")
+    if max(items) > most:
+        raise FerEdgeError(f"{option} {value!r}: at most {most} (a measurement needs no more)")
     return items
 
 
@@ -59,10 +66,10 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("--video-streams", default="1,2,4",
               help="Also run this many copies of --video at once in one loop (comma list; FPS "
                    "per stream). With --peers fer, fer's own loop is measured on --video too.")
-@click.option("--soak-seconds", type=click.FloatRange(0), default=0.0,
+@click.option("--soak-seconds", type=Finite(0, 86400), default=0.0,
               help="Also run --soak-streams looped copies of --video this long, sampling RSS "
                    "(memory flat over a long run; 600 for the 10-minute check).")
-@click.option("--soak-streams", type=click.IntRange(1), default=4)
+@click.option("--soak-streams", type=click.IntRange(1, 64), default=4)
 @click.option("--realworld", multiple=True, type=click.Path(),
               help="Labelled uncropped photos, end to end (repeatable): a folder of class "
                    "folders (the largest face per image) or a CSV image,x1,y1,x2,y2,label "
@@ -86,17 +93,17 @@ def _positive_ints(value: str, option: str) -> list[int]:
 @click.option("--peer-python", type=click.Path(), default=None,
               help="Python of the environment the peers are installed in [this one]; they pin "
                    "TensorFlow and opencv-contrib, so a separate venv is usual.")
-@click.option("--warmup-s", type=click.FloatRange(0), default=1.0)
+@click.option("--warmup-s", type=Finite(0, 600), default=1.0)
 @click.option("--min-runs", type=click.IntRange(1), default=200)
-@click.option("--min-seconds", type=click.FloatRange(0), default=2.0)
+@click.option("--min-seconds", type=Finite(0, 3600), default=2.0)
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Evaluate accuracy on at most this many images (stratified).")
 @click.option("--out", type=click.Path(), default="bench", help="Output folder.")
 @click.option("--exist-ok", is_flag=True, help="Replace the report already in --out.")
 @click.option("--compare-to", type=click.Path(), default=None,
               help="Earlier results.json: print changes, exit 1 on a regression.")
-@click.option("--max-acc-drop", type=float, default=0.5, help="Gate: accuracy points.")
-@click.option("--max-latency-rise", type=float, default=0.10,
+@click.option("--max-acc-drop", type=Finite(-100, 100), default=0.5, help="Gate: accuracy points.")
+@click.option("--max-latency-rise", type=Finite(-1), default=0.10,
               help="Gate: fractional rise of batch-1 p50.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
@@ -120,7 +127,7 @@ def main(models, data, split, precision, backend, batch_sizes, threads, video, v
         models=list(models) or [None], data=data, split=split,
         precisions=_csv_list(precision, "--precision", PRECISIONS),
         backends=_csv_list(backend, "--backend", BACKENDS),
-        batch_sizes=_positive_ints(batch_sizes, "--batch-sizes"),
+        batch_sizes=_positive_ints(batch_sizes, "--batch-sizes", MAX_BATCH),
         threads=_positive_ints(threads, "--threads"),
         video=video, video_loops=video_loops,
         video_streams=_positive_ints(video_streams, "--video-streams"),

@@ -17,7 +17,7 @@ from fer_edge.edge.detection.choose import bundle_detector_model, source_detecto
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import evaluate, open_backend
 from fer_edge.edge.inference.ort_providers import model_key
-from fer_edge.edge.inputs.files import check_output_dir
+from fer_edge.edge.inputs.files import check_not_inputs, check_output_dir, folder_lock
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
 from fer_edge.edge.stills import StillsRecipe
@@ -26,7 +26,7 @@ from .endtoend import LabelledFace, evaluate_end_to_end, read_labelled_images
 from .environment import environment, peak_rss_mb
 from .measure import Timing, check_video, interleaved_latency, pipeline_fps, soak, summarize
 from .peers import MODEL_PEERS, check_peer, peer_model, run_peer, score_peer
-from .report import write_all
+from .report import report_files, write_all
 
 log = logging.getLogger("fer_edge.bench")
 SCHEMA = "fer-bench/1"
@@ -71,9 +71,20 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
     """Measure, then write the reports to ``out``. Every input is checked before the first
     measurement: the output folder can be written (and holds no earlier report unless
     ``exist_ok``), the bundles read, the video decoded. Ctrl-C (or SIGTERM, from the CLI)
-    stops early and writes what was measured."""
+    stops early and writes what was measured. One run at a time writes into ``out`` (a
+    second is refused), and no report file may be one of the inputs."""
     check_output_dir(out, ("results.json",), "a fer-bench report", exist_ok, option="--out")
+    check_not_inputs([("--out", f) for f in report_files(out)],
+                     [*s.models, s.data, s.video, *s.realworld])
+    with folder_lock(out, "--out"):
+        check_output_dir(out, ("results.json",), "a fer-bench report", exist_ok,
+                         option="--out")  # again: another run may have finished meanwhile
+        return _run_benchmark(s, out, command)
+
+
+def _run_benchmark(s: BenchSettings, out: Path, command: str) -> tuple[dict, list[Path]]:
     bundles = [load_bundle(m) for m in s.models]
+    check_batch_memory(max(s.batch_sizes), bundles)
     if s.video:
         check_video(s.video)
     photos = {p: read_labelled_images(p, bundles[0].labels) for p in s.realworld}
@@ -104,6 +115,24 @@ def run_benchmark(s: BenchSettings, out: Path, command: str,
         log.warning("interrupted: writing the results measured so far")
     results["peak_rss_mb"] = peak_rss_mb()
     return results, write_all(results, out, latencies)
+
+
+ACTIVATION_FACTOR = 256  # a CNN's activations per image, in multiples of its input tensor
+
+
+def check_batch_memory(batch: int, bundles: list[Bundle]) -> None:
+    """Refuse, before any measurement, a --batch-sizes whose largest batch would not fit in
+    the memory available now (input tensor times a generous activation factor)."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return
+    for b in bundles:
+        need = batch * b.input.channels * b.input.height * b.input.width * 4 * ACTIVATION_FACTOR
+        if need > available:
+            raise FerEdgeError(f"--batch-sizes {batch}: a batch of {batch} for {b.name} needs "
+                               f"about {need / 1e9:.1f} GB, {available / 1e9:.1f} GB is free; "
+                               "use smaller batches")
 
 
 def _measure(s: BenchSettings, bundles: list[Bundle], results: dict,

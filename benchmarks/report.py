@@ -221,6 +221,16 @@ def plots(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Pa
     return written
 
 
+FIXED_FILES = ("results.json", "results.csv", "report.md", "accuracy_vs_latency.png",
+               "accuracy.png", "latency.png")
+
+
+def report_files(out: Path) -> list[Path]:
+    """Every file a report in ``out`` writes or replaces (the fixed ones and the confusion
+    matrices already there)."""
+    return [out / n for n in FIXED_FILES] + sorted(out.glob("confusion_*.png"))
+
+
 def write_all(results: dict, out: Path, latencies: dict[str, np.ndarray]) -> list[Path]:
     """results.json, results.csv, report.md and (with matplotlib) the plots; a disk that
     fails meanwhile is one FerEdgeError naming the folder."""

@@ -4,7 +4,8 @@ The top of the package holds the loop and what every stage shares:
 
 - the loop: ``pipeline`` (one frame -> detect, crop, classify, track), ``runner`` (sources
   through the pipeline into the outputs, several streams in one batch), ``tracker``,
-  ``results`` (what a frame gives), ``cli``/``cliutil`` (``fer-edge``);
+  ``results`` (what a frame gives), ``cli``/``cliutil``/``cliparams`` (``fer-edge``; the
+  error line and the option types every CLI shares);
 - the shared contract: ``preprocess`` (the one crop -> tensor), ``bundle`` (the model bundle
   format), ``labels``, ``data`` (dataset readers), ``metrics``, ``errors``.
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from .cliparams import Finite
 from .cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
 
 CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -29,6 +30,22 @@ def demo_image() -> str:
     return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
+def _report_locked(command):
+    """Hold the --report folder's lock (one run per folder) for the whole of ``command``."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(**kw):
+        if kw.get("report_dir") is None:
+            return command(**kw)
+        from fer_edge.edge.inputs.files import folder_lock
+
+        with folder_lock(kw["report_dir"], "--report"):
+            return command(**kw)
+
+    return wrapper
+
+
 @main.command(context_settings=CTX)
 @click.option("--camera", type=str, default=None, help="Camera index or /dev/videoN.")
 @click.option("--source", "sources", type=str, multiple=True,
@@ -43,7 +60,7 @@ def demo_image() -> str:
 @click.option("--backend", type=click.Choice(["ort", "tensorrt"]), default="ort")
 @click.option("--providers", default="cpu",
               help="onnxruntime execution providers in order: cpu,cuda,tensorrt.")
-@click.option("--threads", type=click.IntRange(1), default=None,
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="Classifier threads [onnxruntime default].")
 @click.option("--detector", type=click.Choice(["haar", "yunet", "ours", "centerface"]),
               default="haar",
@@ -60,7 +77,7 @@ def demo_image() -> str:
 @click.option("--full-detect-every", type=click.IntRange(1), default=30,
               help="Search the whole frame for new faces every N frames (and whenever no face "
                    "is tracked); other detection frames only re-detect near known faces.")
-@click.option("--detect-width", type=click.IntRange(0), default=None,
+@click.option("--detect-width", type=click.IntRange(0, 8192), default=None,
               help="Downscale frames to this width for detection (0: full size) [320 for "
                    "video and live sources, 640 for images and folders: a photo's faces are "
                    "often small, and a still can afford the time].")
@@ -68,20 +85,20 @@ def demo_image() -> str:
               help="Haar: also OpenCV's profile cascade on the frame and its mirror (turned "
                    "faces; about 3x the detection time) [on for images and folders, off for "
                    "video and cameras].")
-@click.option("--min-face", type=click.IntRange(8), default=24,
+@click.option("--min-face", type=click.IntRange(8, 4096), default=24,
               help="Haar: smallest face, in detection-image pixels.")
 @click.option("--min-neighbors", type=click.IntRange(1), default=5, help="Haar minNeighbors.")
-@click.option("--scale-factor", type=click.FloatRange(1.01, 2.0), default=1.1,
+@click.option("--scale-factor", type=Finite(1.01, 2.0), default=1.1,
               help="Haar scaleFactor.")
-@click.option("--max-faces", type=click.IntRange(1), default=8)
+@click.option("--max-faces", type=click.IntRange(1, 1024), default=8)
 @click.option("--classify-every", type=click.IntRange(1), default=None,
               help="Re-classify a tracked face every K frames (and when it is new, moved or "
                    "unsure); in between its smoothed probabilities carry over. 1: every face "
                    "on every frame [3, measured: docs/architecture.md].")
-@click.option("--reclassify-iou", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--reclassify-iou", type=Finite(0.0, 1.0), default=None,
               help="Re-classify a face whose box overlaps its box at the last classification "
                    "less than this (IoU) [0.7].")
-@click.option("--smooth", type=click.FloatRange(0.01, 1.0), default=0.3,
+@click.option("--smooth", type=Finite(0.01, 1.0), default=0.3,
               help="EMA weight of the newest probabilities per track.")
 @click.option("--no-smooth", is_flag=True, help="Raw per-frame probabilities.")
 @click.option("--jsonl", type=str, default=None, help="Write one JSON object per frame ('-': "
@@ -92,7 +109,7 @@ def demo_image() -> str:
 @click.option("--max-frames", type=click.IntRange(1), default=None)
 @click.option("--loop", type=click.IntRange(1), default=1,
               help="Replay a video file this many times (soak tests).")
-@click.option("--reconnect", type=click.IntRange(0), default=5,
+@click.option("--reconnect", type=click.IntRange(0, 10000), default=5,
               help="Live sources: reconnects with backoff before giving up (the budget "
                    "refills after 10 s of uninterrupted frames). A URL to a video file is "
                    "read like a file and ends at its end.")
@@ -111,7 +128,7 @@ def demo_image() -> str:
                    "fer-edge[mqtt]).")
 @click.option("--device-id", default=None, help="Device name in MQTT topics and messages "
               "[the host name].")
-@click.option("--mqtt-heartbeat", type=click.FloatRange(0), default=10.0,
+@click.option("--mqtt-heartbeat", type=Finite(0, 86400), default=10.0,
               help="Seconds between MQTT heartbeats with FPS (0: none).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="At the end, write the timeline report (frames.csv, summary.csv/.md, "
@@ -124,6 +141,7 @@ def demo_image() -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-image lines.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
+@_report_locked
 def run(camera, sources, demo, model, precision, backend, providers, threads, detector,
         detector_model, detector_threshold, detect_every, full_detect_every, detect_width,
         profile, min_face, min_neighbors, scale_factor, max_faces, classify_every,
@@ -141,6 +159,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     from fer_edge.edge.bundle import load_bundle
     from fer_edge.edge.detection.choose import bundle_detector_model, source_detector
     from fer_edge.edge.errors import FerEdgeError
+    from fer_edge.edge.inputs.files import check_not_inputs
     from fer_edge.edge.inputs.sources import LoopedVideo, open_source, parse_source, quiet_opencv
     from fer_edge.edge.outputs.sinks import (
         JsonlSink,
@@ -149,6 +168,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
         check_output,
         display_available,
     )
+    from fer_edge.edge.outputs.timeline import OUTPUTS as REPORT_FILES
     from fer_edge.edge.pipeline import Pipeline
     from fer_edge.edge.runner import Stream, run_streams, streams_text
     from fer_edge.edge.stills import StillsRecipe, check_workers, run_stills
@@ -167,13 +187,8 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
                                f"{spec.target} is a {spec.kind}")
         for option, out in (("--jsonl", jsonl if jsonl != "-" else None),
                             ("--save-video", save_video)):
-            if out is None:
-                continue
-            check_output(out, option)
-            if spec.kind in ("video", "image") and Path(out).resolve() == \
-                    Path(str(spec.target)).resolve():
-                raise FerEdgeError(f"{option} {out}: is the source file; it would be "
-                                   "overwritten")
+            if out is not None:
+                check_output(out, option)
     if report_dir is not None:
         if len(specs) > 1:
             raise FerEdgeError("--report takes one source (track ids are per stream); run "
@@ -182,6 +197,12 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     if jsonl and save_video and jsonl != "-" and Path(jsonl).resolve() == \
             Path(save_video).resolve():
         raise FerEdgeError(f"--jsonl and --save-video both name {jsonl}")
+    outputs = [("--jsonl", jsonl if jsonl != "-" else None), ("--save-video", save_video)]
+    if report_dir is not None:
+        outputs += [("--report", Path(report_dir) / n) for n in REPORT_FILES]
+    check_not_inputs([(o, p) for o, p in outputs if p],
+                     [str(s.target) for s in specs if s.kind in ("video", "image", "folder")]
+                     + [model, detector_model])
     bundle = load_bundle(model)
     if precision == "trt":
         engines = [k for k in ("trt_int8", "trt_fp16") if k in bundle.models]
@@ -352,7 +373,13 @@ def report(run_jsonl, out, exist_ok, quiet) -> None:
     """Emotion timeline of a run: fer-edge run ... --jsonl RUN.jsonl, then this. Per track
     (face): when it was seen, its dominant emotion, the share of time per emotion, a plot."""
     setup_logging(False)
-    with sigterm_as_interrupt():
+    from pathlib import Path
+
+    from fer_edge.edge.inputs.files import check_not_inputs, folder_lock
+    from fer_edge.edge.outputs.timeline import OUTPUTS
+
+    check_not_inputs([("--out", Path(out) / n) for n in OUTPUTS], [run_jsonl])
+    with sigterm_as_interrupt(), folder_lock(out, "--out"):
         _echo_report(run_jsonl, out, exist_ok, quiet)
 
 

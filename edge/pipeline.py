@@ -89,6 +89,11 @@ def as_frame(image: object) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _whole_positive(value: object) -> bool:
+    """A whole number >= 1 (an int or numpy integer; not a bool, a float or a string)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
 class Pipeline:
     """Embed the loop: ``for frame in frames: result = pipe(frame)``.
 
@@ -113,11 +118,21 @@ class Pipeline:
                  classifier: Backend | None = None, classify_every: int = CLASSIFY_EVERY,
                  reclassify_iou: float = RECLASSIFY_IOU,
                  reclassify_score: float = RECLASSIFY_SCORE, max_batch: int | None = None):
-        if max_faces < 1:
-            raise FerEdgeError(f"max_faces={max_faces}: must be at least 1")
-        if not isinstance(classify_every, int) or classify_every < 1:
-            raise FerEdgeError(f"classify_every={classify_every!r}: a whole number >= 1 (1: "
-                               "every tracked face on every frame)")
+        for name, value in (("max_faces", max_faces), ("detect_every", detect_every),
+                            ("full_detect_every", full_detect_every), ("threads", threads),
+                            ("classify_every", classify_every)):
+            if (value is not None or name != "threads") and not _whole_positive(value):
+                raise FerEdgeError(f"{name}={value!r}: must be a whole number >= 1"
+                                   + (" (1: every tracked face on every frame)"
+                                      if name == "classify_every" else ""))
+        for name, value in (("precision", precision), ("backend", backend)):
+            if not isinstance(value, str):
+                raise FerEdgeError(f"{name}={value!r}: must be a string, such as "
+                                   + ("'int8' or 'fp32'" if name == "precision" else "'ort'"))
+        if providers is not None and (isinstance(providers, str)
+                                      or not all(isinstance(p, str) for p in providers)):
+            raise FerEdgeError(f"providers={providers!r}: must be a list of names, such as "
+                               "['cpu']")
         if not all(isinstance(v, (int, float)) and 0 <= v <= 1
                    for v in (reclassify_iou, reclassify_score)):
             raise FerEdgeError(f"reclassify_iou={reclassify_iou}, reclassify_score="
@@ -129,8 +144,8 @@ class Pipeline:
         self.classifier = classifier or open_backend(self.bundle, precision, backend, threads,
                                                      providers, max_batch=max_batch or max_faces)
         self.detector = detector or make_detector("haar")
-        self.detect_every = max(1, detect_every)
-        self.full_detect_every = max(1, full_detect_every)
+        self.detect_every = detect_every
+        self.full_detect_every = full_detect_every
         self.max_faces = max_faces
         self.smooth = smooth
         self.classify_every, self.reclassify_iou = classify_every, reclassify_iou

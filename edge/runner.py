@@ -265,9 +265,11 @@ def _next_tick(streams: list[Stream], readers: list, summaries: list[RunSummary]
     for i in list(active):
         try:
             item = readers[i].poll()
-        except FerEdgeError as e:
+        except (FerEdgeError, RuntimeError, OSError) as e:  # a source's own failure
+            if not isinstance(e, FerEdgeError):
+                e = FerEdgeError(f"{summaries[i].name}: {type(e).__name__}: {e}")
             if len(streams) == 1:
-                raise
+                raise e from None
             summaries[i].failed = str(e)
             active.remove(i)
             log.warning("stream %d (%s) failed: %s; the other streams continue", i,

@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from fer_edge.edge.cliparams import SEED, Finite
 from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
 
 
@@ -25,7 +26,7 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_int
 @click.option("--val-data", type=click.Path(),
               help="Evaluate FP32 and INT8 on this dataset and record it in bundle.json.")
 @click.option("--val-split", default="test", help="test = FER2013 PublicTest.")
-@click.option("--max-drop", type=float, default=1.0,
+@click.option("--max-drop", type=Finite(-100, 100), default=1.0,
               help="Refuse an INT8 model losing more accuracy points than this.")
 @click.option("--force", is_flag=True, help="Keep the INT8 model even above --max-drop.")
 @click.option("--int8-scheme", type=click.Choice(["both", "symmetric", "asymmetric"]),
@@ -52,13 +53,13 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_int
 @click.option("--opset", type=click.IntRange(13), default=18)
 @click.option("--tta-flip", is_flag=True,
               help="Put horizontal-flip averaging inside the graph.")
-@click.option("--crop-margin", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--crop-margin", type=Finite(0.0, 1.0), default=None,
               help="Face-box margin recorded in the bundle [the checkpoint's, else 0.075, "
                    "measured for Haar boxes on FER2013 by fer-edge calibrate-margin].")
 @click.option("--name", default=None, help="Bundle name [the architecture].")
-@click.option("--det-threshold", type=click.FloatRange(0, 1), default=0.5,
+@click.option("--det-threshold", type=Finite(0, 1), default=0.5,
               help="Face detectors: the score threshold recorded in detector.json.")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=SEED, default=0)
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
 def main(checkpoints: tuple[str, ...], verbose: bool, trt: tuple[str, ...], trt_batch: str,

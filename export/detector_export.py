@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,12 @@ import numpy as np
 from fer_edge.edge.detection.metrics import score_detector
 from fer_edge.edge.detection.ours import DETECTOR_FORMAT, DETECTOR_JSON, STRIDES, OurDetector
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.inputs.files import atomic_write_text, check_writable_dir, umask_mode
+from fer_edge.edge.inputs.files import (
+    atomic_write_text,
+    check_writable_dir,
+    folder_lock,
+    umask_mode,
+)
 
 log = logging.getLogger("fer_edge.export")
 FP32_FILE, INT8_FILE = "detector_fp32.onnx", "detector_int8.onnx"
@@ -119,12 +123,13 @@ def export_detector(checkpoint: str, opts: DetectorExportOptions) -> dict[str, A
     from fer_edge.train.checkpoint import load_checkpoint
     from fer_edge.train.detector.model import FaceDetNet
 
-    from .exporter import _install, check_out
+    from .exporter import _install, check_bundle_inputs, check_out, make_workdir
 
     if opts.int8 and not opts.calib_data:
         raise FerEdgeError("--int8 needs --calib-data (the detection dataset folder)")
     out = Path(opts.out)
     check_out(out, opts.exist_ok, marker=DETECTOR_JSON)  # before any work, as for bundles
+    check_bundle_inputs(out, [checkpoint, opts.calib_data, opts.val_data], DETECTOR_JSON)
     check_writable_dir(out)
     ck = load_checkpoint(checkpoint)
     if ck.get("arch") != "facedet":
@@ -137,16 +142,17 @@ def export_detector(checkpoint: str, opts: DetectorExportOptions) -> dict[str, A
                            f"({str(e).splitlines()[0][:160]})") from None
     val = _labels(opts.val_data, "val_wider.jsonl") if opts.val_data else None
     calib = _labels(opts.calib_data, "train.jsonl") if opts.int8 else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        meta = _build(model, ck, checkpoint, opts, work, val, calib)
+    with folder_lock(out, "--out"):
         check_out(out, opts.exist_ok, marker=DETECTOR_JSON)
-        umask_mode(work)
-        _install(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        work = make_workdir(out)
+        try:
+            meta = _build(model, ck, checkpoint, opts, work, val, calib)
+            check_out(out, opts.exist_ok, marker=DETECTOR_JSON)
+            umask_mode(work)
+            _install(work, out)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     return meta
 
 

@@ -16,7 +16,15 @@ from fer_edge.edge.bundle import load_bundle, write_bundle_json
 from fer_edge.edge.data import Split, load_split
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import OrtBackend, evaluate, open_backend
-from fer_edge.edge.inputs.files import check_writable_dir, umask_mode, user_cache_dir
+from fer_edge.edge.inputs.files import (
+    check_not_inputs,
+    check_writable_dir,
+    folder_lock,
+    sweep_stale,
+    temp_prefix,
+    umask_mode,
+    user_cache_dir,
+)
 from fer_edge.edge.preprocess import (
     FER2013_HAAR_MARGIN,
     LANDMARK_FRAMING,
@@ -97,13 +105,17 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
         raise FerEdgeError("--calib-method auto picks by validation accuracy: give --val-data")
     out = Path(opts.out)
     check_out(out, opts.exist_ok)
+    check_bundle_inputs(out, [*([checkpoints] if isinstance(checkpoints, (str, os.PathLike))
+                                else checkpoints), opts.calib_data, opts.val_data])
     check_writable_dir(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as e:
-        raise FerEdgeError(f"{out}: cannot create the bundle folder ({e.strerror or e})") \
-            from None
+    with folder_lock(out, "--out"):
+        return _export_locked(checkpoints, opts, out)
+
+
+def _export_locked(checkpoints: str | os.PathLike | list, opts: ExportOptions,
+                   out: Path) -> dict[str, Any]:
+    check_out(out, opts.exist_ok)  # again, now that no other export can write there
+    work = make_workdir(out)
     try:
         meta, spec = _build(checkpoints, opts, work)
         check_out(out, opts.exist_ok)  # again: something may have appeared meanwhile
@@ -121,6 +133,20 @@ def export_bundle(checkpoints: str | os.PathLike | list, opts: ExportOptions) ->
     return meta
 
 
+def make_workdir(out: Path) -> Path:
+    """The hidden folder beside ``out`` a bundle is built in (named with this process's pid;
+    those of killed exports to ``out`` are removed first)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for name in (out.name, f"{out.name}.old"):
+            sweep_stale(out.parent, name)
+        return Path(tempfile.mkdtemp(prefix=temp_prefix(out.name, hidden=True),
+                                     dir=out.parent))
+    except OSError as e:
+        raise FerEdgeError(f"{out}: cannot create the bundle folder ({e.strerror or e})") \
+            from None
+
+
 def check_out(out: Path, exist_ok: bool = False, marker: str = "bundle.json") -> None:
     """Refuse an ``--out`` that would destroy something: a file, a folder that is not a bundle
     (never replaced; ``marker`` is the file that makes a folder a bundle), or a bundle unless
@@ -133,9 +159,40 @@ def check_out(out: Path, exist_ok: bool = False, marker: str = "bundle.json") ->
         if not exist_ok:
             raise FerEdgeError(f"{out}: a bundle is already there; pass --exist-ok to replace "
                                "it, or choose another --out")
+        foreign = sorted(set(os.listdir(out)) - bundle_files(out, marker))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                              if len(foreign) > 5 else "")
+            raise FerEdgeError(f"{out}: also holds files that are not part of the bundle "
+                               f"({shown}); --exist-ok replaces a bundle, never anything "
+                               "else: move them out, or choose another --out")
     elif any(out.iterdir()):
         raise FerEdgeError(f"{out}: exists and is not a bundle; refusing to replace it "
                            "(choose another --out)")
+
+
+def check_bundle_inputs(out: Path, inputs: list, marker: str = "bundle.json") -> None:
+    """Refuse an ``--out`` whose bundle files (which --exist-ok replaces) are an input: a
+    checkpoint or dataset file, linked or not."""
+    if out.is_dir():
+        check_not_inputs([("--out", out / n) for n in bundle_files(out, marker)], inputs)
+
+
+def bundle_files(folder: Path, marker: str = "bundle.json") -> set[str]:
+    """The names in ``folder`` that its bundle (or detector bundle) consists of: ``marker``,
+    the model files it lists, its detector subfolder and the TensorRT cache."""
+    import json
+
+    names = {marker, "cache"}
+    try:
+        meta = json.loads((folder / marker).read_text())
+        names |= {str(m["file"]) for m in meta.get("models", {}).values()
+                  if isinstance(m, dict) and "file" in m}
+        if isinstance(meta.get("detector"), str):
+            names.add(meta["detector"])
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # an unreadable marker: only the marker counts, so anything else is kept
+    return names
 
 
 def _install(work: Path, out: Path) -> None:
@@ -143,7 +200,8 @@ def _install(work: Path, out: Path) -> None:
     only once the new one is in place (restored if the rename fails)."""
     old = None
     if out.is_dir() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{out.name}.old", hidden=True),
+                                    dir=out.parent))
         os.replace(out, old)
     try:
         os.replace(work, out)

@@ -15,7 +15,8 @@ from pathlib import Path
 from conftest import run_cli
 
 MODULES = {"fer-train": "fer_edge.train.cli", "fer-export": "fer_edge.export.cli",
-           "fer-edge": "fer_edge.edge.cli", "fer-bench": "fer_edge.benchmarks.cli"}
+           "fer-edge": "fer_edge.edge.cli", "fer-bench": "fer_edge.benchmarks.cli",
+           "fer-train-detector": "fer_edge.train.detector.cli"}
 
 
 def check_cli(command: str, args: Sequence[str], code: int, words: Iterable[str],

@@ -428,7 +428,19 @@ def test_pipeline_frame_size_change_starts_afresh(pipe_and_face):
 
 @pytest.mark.parametrize("kw, words", [({"max_faces": 0}, "max_faces"),
                                         ({"smooth": 0.0}, "smooth"),
-                                        ({"smooth": 1.5}, "smooth")])
+                                        ({"smooth": 1.5}, "smooth"),
+                                        # issue 23, item 16: the Python API's settings
+                                        ({"smooth": float("nan")}, "smooth"),
+                                        ({"precision": None}, "precision"),
+                                        ({"backend": 1}, "backend"),
+                                        ({"detect_every": 2.5}, "detect_every"),
+                                        ({"detect_every": 0}, "detect_every"),
+                                        ({"full_detect_every": 0}, "full_detect_every"),
+                                        ({"threads": 0}, "threads"),
+                                        ({"threads": True}, "threads"),
+                                        ({"max_faces": "8"}, "max_faces"),
+                                        ({"providers": "cpu"}, "providers"),
+                                        ({"reclassify_iou": float("nan")}, "reclassify_iou")])
 def test_pipeline_refuses_bad_settings(kw, words):
     with pytest.raises(FerEdgeError, match=words):
         Pipeline(**kw)

@@ -17,6 +17,7 @@ from procs import signal_after_lines
 
 from fer_edge.edge.bundle import load_bundle
 from fer_edge.edge.detection.choose import source_detector
+from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import open_backend
 from fer_edge.edge.inputs.readahead import ReadAhead
 from fer_edge.edge.inputs.sources import (
@@ -219,6 +220,39 @@ def test_streams_share_one_batch_and_a_dead_stream_does_not_stop_the_others(
     assert [r["frame"] for r in rows if r["stream"] == 0] == list(range(213))
     assert max(counting.batches) >= 2  # the streams' due faces in one call
     assert len(counting.batches) < sum(s.classified for s in sums)
+
+
+class FailingVideo(VideoFile):
+    """A real video file whose reading fails with ``error`` after ``after`` frames (a network
+    share that goes away: EIO; a decoder library's RuntimeError)."""
+
+    def __init__(self, spec: SourceSpec, after: int, error: Exception):
+        super().__init__(spec)
+        self.after, self.error = after, error
+
+    def __iter__(self):
+        for i, frame in enumerate(super().__iter__()):
+            if i == self.after:
+                raise self.error
+            yield frame
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"),
+                                   RuntimeError("decoder gave up")], ids=["oserror", "runtime"])
+def test_a_source_failing_with_an_os_or_runtime_error_ends_alone(video, bundle, classifier,
+                                                                 error):
+    spec = SourceSpec("video", str(video))
+    sums = run_streams([Stream(FailingVideo(spec, 5, error), Pipeline(bundle,
+                                                                      classifier=classifier),
+                               "failing"),
+                        Stream(VideoFile(spec), Pipeline(bundle, classifier=classifier),
+                               "other")])
+    assert str(error) in sums[0].failed and sums[0].frames == 5
+    assert sums[1].failed is None and sums[1].frames == 71
+    with pytest.raises(FerEdgeError, match="failing: .*" + str(error).split(" ")[-1]):
+        run_streams([Stream(FailingVideo(spec, 5, error), Pipeline(bundle,
+                                                                   classifier=classifier),
+                            "failing")])
 
 
 def test_cli_several_sources(video, tmp_path):

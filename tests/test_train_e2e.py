@@ -125,14 +125,36 @@ def test_fit_epochs_to_time():
     assert fit_epochs_to_time(4, 70.0, 60.0, 100) == 4  # over time: stop now, not later
 
 
-def test_time_limit_fits_the_schedule(fer2013, tmp_path):
-    """--time-limit: the run stops early, and on a finished schedule (learning rate 0)."""
-    out = tmp_path / "t"
-    r = run_cli(*ARGS, "--data", str(fer2013), "--epochs", "500", "--time-limit", "0.3",
-                "--out", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
-    m = json.loads((out / "metrics.json").read_text())
+class FakeClock:
+    """A clock that moves ``step`` seconds each time it is read: the training loop reads it
+    once at the start and once per epoch, so epoch k ends at k * step seconds, however fast
+    the machine is."""
+
+    def __init__(self, step: float):
+        self.t, self.step = 1000.0, step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+def test_time_limit_fits_the_schedule(fer2013, tmp_path, monkeypatch):
+    """--time-limit: the run stops early, and on a finished schedule (learning rate 0). The
+    clock is fake (5 s per epoch), so the result does not depend on the machine's speed:
+    a 0.3 min (18 s) budget fits 3 epochs of 500, and the cosine is re-fitted to end there."""
+    from fer_edge.train import trainer
+    from fer_edge.train.augment import AugmentConfig
+
+    monkeypatch.setattr(trainer, "now", FakeClock(5.0))
+    cfg = trainer.TrainConfig(
+        data=str(fer2013), arch="fercnn_s", limit=400, val_split="train", val_limit=400,
+        augment=AugmentConfig(False, 0, 0, 0, 0, 0), batch_size=32, optimizer="adamw",
+        lr=0.003, warmup_epochs=0, threads=2, seed=1, epochs=500, time_limit=0.3,
+        eval_flip=False, out=str(tmp_path / "t"))
+    m = trainer.fit(cfg)
     h = m["history"]
-    assert 1 <= len(h) < 500 and m["config"]["planned_epochs"] == len(h)
-    assert h[-1]["lr"] < 0.05 * 0.003  # the cosine ran (nearly) to its end, from peak 0.003
-    assert all(a["time_s"] < b["time_s"] for a, b in zip(h, h[1:], strict=False))
+    assert len(h) == 3 and m["config"]["planned_epochs"] == 3
+    assert [row["time_s"] for row in h] == [5.0, 10.0, 15.0]
+    assert h[0]["lr"] > 0.5 * 0.003  # epoch 1 still ran on the 500-epoch cosine
+    assert h[-1]["lr"] < 0.05 * 0.003  # the re-fitted cosine ran (nearly) to its end
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["history"] == h

@@ -8,6 +8,7 @@ import sys
 import click
 from click.core import ParameterSource
 
+from fer_edge.edge.cliparams import SEED, Finite
 from fer_edge.edge.cliutil import friendly_errors, setup_logging
 
 
@@ -20,15 +21,15 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
                    "efficientnet_b0, tf_efficientnetv2_b0, ...).")
 @click.option("--epochs", default=30, type=click.IntRange(1))
 @click.option("--batch-size", default=64, type=click.IntRange(2))
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--lr", type=Finite(0, 10, min_open=True), default=None,
               help="Peak learning rate [sgd 0.05, adamw 1e-3].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd")
-@click.option("--weight-decay", type=click.FloatRange(0), default=None,
+@click.option("--weight-decay", type=Finite(0), default=None,
               help="[sgd 5e-4, adamw 0.05]")
 @click.option("--schedule", type=click.Choice(["cosine", "onecycle", "none"]), default="cosine")
-@click.option("--warmup-epochs", type=click.FloatRange(0), default=1.0,
+@click.option("--warmup-epochs", type=Finite(0), default=1.0,
               help="Linear warm-up (cosine/none).")
-@click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=0.1)
+@click.option("--label-smoothing", type=Finite(0, 0.5), default=0.1)
 @click.option("--balance", type=click.Choice(["none", "loss", "sampler"]), default="none",
               help="Counter class imbalance (disgust: 436 images) by 1/sqrt(count) loss "
                    "weights or sampling.")
@@ -38,23 +39,23 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
                    "and camera conditions (low resolution, blur, JPEG, gamma) for faces in real "
                    "photos and videos. The options below override single values.")
 @click.option("--flip/--no-flip", default=None, help="Random horizontal flip [on].")
-@click.option("--rotate", type=click.FloatRange(0, 90), default=None,
+@click.option("--rotate", type=Finite(0, 90), default=None,
               help="Random rotation, +- degrees [default 10, realworld 15].")
-@click.option("--scale", type=click.FloatRange(0, 0.9), default=None,
+@click.option("--scale", type=Finite(0, 0.9), default=None,
               help="Random zoom, +- fraction [0.1, 0.15].")
-@click.option("--translate", type=click.FloatRange(0, 0.5), default=None,
+@click.option("--translate", type=Finite(0, 0.5), default=None,
               help="Random shift, +- fraction [0.1].")
-@click.option("--jitter", type=click.FloatRange(0, 1), default=None,
+@click.option("--jitter", type=Finite(0, 1), default=None,
               help="Brightness/contrast jitter [0.2, 0.3].")
-@click.option("--erase", type=click.FloatRange(0, 1), default=None,
+@click.option("--erase", type=Finite(0, 1), default=None,
               help="Random-erasing (occlusion) probability [0.25, 0.3].")
-@click.option("--lowres", type=click.FloatRange(0, 1), default=None,
+@click.option("--lowres", type=Finite(0, 1), default=None,
               help="Probability of down-then-up sampling to 12-36 px [0, 0.3].")
-@click.option("--blur", type=click.FloatRange(0, 1), default=None,
+@click.option("--blur", type=Finite(0, 1), default=None,
               help="Probability of a Gaussian blur [0, 0.25].")
-@click.option("--jpeg", type=click.FloatRange(0, 1), default=None,
+@click.option("--jpeg", type=Finite(0, 1), default=None,
               help="Probability of JPEG re-encoding at quality 15-75 [0, 0.3].")
-@click.option("--gamma", type=click.FloatRange(0, 2), default=None,
+@click.option("--gamma", type=Finite(0, 2), default=None,
               help="Exposure: gamma within [1/(1+g), 1+g] [0, 0.4].")
 @click.option("--no-augment", is_flag=True, help="Turn every augmentation off.")
 @click.option("--extra-data", multiple=True, type=click.Path(),
@@ -66,9 +67,9 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--img-size", type=click.IntRange(16), default=48)
 @click.option("--in-chans", type=click.Choice(["1", "3"]), default="1")
 @click.option("--device", default="auto", help="auto|cpu|cuda|cuda:N")
-@click.option("--threads", type=click.IntRange(1), default=None,
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch [all cores].")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=SEED, default=0)
 @click.option("--amp/--no-amp", default=True, help="Mixed precision (CUDA only).")
 @click.option("--eval-flip/--no-eval-flip", default=True,
               help="Also score validation with flip test-time averaging and select on it.")
@@ -90,24 +91,24 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="Run at most this many epochs now, then stop resumably (fits a run into "
                    "sessions; the schedule still spans --epochs).")
-@click.option("--time-limit", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--time-limit", type=Finite(0, 10080, min_open=True), default=None,
               metavar="MIN",
               help="Train for at most this many minutes in all: after every epoch the epoch "
                    "count is re-fitted to the time left (--epochs is then the maximum), so the "
                    "learning-rate schedule still runs to its end.")
-@click.option("--drop", type=click.FloatRange(0, 0.9), default=None,
+@click.option("--drop", type=Finite(0, 0.9), default=None,
               help="Dropout before the classifier [architecture default].")
 @click.option("--sync-bn", is_flag=True, help="torchrun on GPUs: synchronised BatchNorm.")
 @click.option("--teacher", type=click.Path(), default=None,
               help="Distil from this checkpoint's soft targets.")
-@click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.5,
+@click.option("--kd-alpha", type=Finite(0, 1), default=0.5,
               help="Weight of the distillation loss.")
-@click.option("--kd-temperature", type=click.FloatRange(0.1), default=4.0)
+@click.option("--kd-temperature", type=Finite(0.1, 100), default=4.0)
 @click.option("--soft-labels", type=click.Path(), default=None,
               help="A FER+ vote file (file,neutral,happiness,...,unknown,NF): train on each "
                    "image's vote distribution (not-a-face rows dropped, unknown left out) and "
                    "report the FER+ majority accuracy beside the dataset-label accuracy.")
-@click.option("--soft-mix", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+@click.option("--soft-mix", type=Finite(0, 1), default=1.0, show_default=True,
               help="With --soft-labels: target = MIX x votes + (1 - MIX) x the dataset's "
                    "own label.")
 @click.option("--init", type=click.Path(), default=None,

@@ -14,11 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.inputs.files import check_writable_dir
+from fer_edge.edge.inputs.files import check_not_inputs, check_writable_dir, folder_lock
 
 DEFAULT_OUT = "runs/train"
 RUN_FILES = ("best.pt", "last.pt", "metrics.json", "train.log")
 PROBE_BYTES = 256 * 1024  # a full disk fails here, not after the first epoch
+
+
+def check_run_inputs(out: Path, inputs: list[str | None]) -> None:
+    """Refuse an ``--out`` whose run files (best.pt, last.pt, ...) are one of ``inputs``
+    (the data, a teacher or --init checkpoint; never the --resume checkpoint, which a resumed
+    run rightly replaces)."""
+    check_not_inputs([("--out", out / n) for n in (*RUN_FILES, "curves.png", "confusion.png")],
+                     inputs)
 
 
 def holds_run(folder: Path) -> bool:
@@ -66,13 +74,25 @@ def _same(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def run_folder(folder: Path, create: bool = True) -> Iterator[Path]:
-    """Create ``folder`` (and missing parents) and probe it; if the body fails, remove the
-    folders created here that are still empty, so a failed run leaves nothing behind.
+def run_folder(folder: Path, create: bool = True, exist_ok: bool = True) -> Iterator[Path]:
+    """Lock ``folder`` for this run (a second run into it is refused with one line), create
+    it (and missing parents) and probe it; if the body fails, remove the folders created here
+    that are still empty, so a failed run leaves nothing behind. ``exist_ok`` False: a run
+    that finished there since :func:`choose_out` looked is not overwritten either.
     ``create`` False (a torchrun rank other than 0): only yield the folder."""
     if not create:
         yield folder
         return
+    with folder_lock(folder, "--out"):
+        if not exist_ok and folder.is_dir() and holds_run(folder):
+            raise FerEdgeError(f"--out {folder}: another run wrote there meanwhile; choose "
+                               "another folder, or pass --exist-ok to overwrite it")
+        with _made_folder(folder) as made_here:
+            yield made_here
+
+
+@contextlib.contextmanager
+def _made_folder(folder: Path) -> Iterator[Path]:
     made: list[Path] = []
     p = folder
     while not p.exists() and p != p.parent:

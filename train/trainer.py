@@ -33,9 +33,10 @@ from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import barrier, check_batch, gather_rows, init_distributed, shutdown, sum_across
 from .engine import Distiller, class_weights, epoch_order, predict_proba, train_one_epoch
 from .models import classifier_keys, count_params, create_model
-from .rundir import choose_out, run_folder
+from .rundir import check_run_inputs, choose_out, run_folder
 
 log = logging.getLogger("fer_edge.train")
+now = time.monotonic  # the training clock (--time-limit); a test replaces it with a fake one
 
 
 @dataclass
@@ -365,6 +366,7 @@ def fit(cfg: TrainConfig, given: Collection[str] | None = None) -> dict[str, Any
     if not Path(cfg.data).exists():
         raise FerEdgeError(f"--data {cfg.data}: no such file or directory")
     out = choose_out(cfg.out, cfg.exist_ok, cfg.resume)
+    check_run_inputs(out, [cfg.data, *cfg.extra_data, cfg.teacher, cfg.init])
     cfg.out = str(out)
     ctx, device = init_distributed(device)
     check_batch(cfg.batch_size, ctx)
@@ -373,7 +375,8 @@ def fit(cfg: TrainConfig, given: Collection[str] | None = None) -> dict[str, Any
     prev = signal.signal(signal.SIGTERM, _raise_on_sigterm) \
         if hasattr(signal, "SIGTERM") else None
     try:
-        with run_folder(out, create=ctx.main):
+        with run_folder(out, create=ctx.main,
+                        exist_ok=cfg.exist_ok or bool(cfg.resume)):
             if ctx.main:
                 if resume_ckpt:
                     _carry_run(cfg.resume, out, resume_ckpt, copy=False)
@@ -448,7 +451,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
              out)
     if resume_ckpt and ctx.main:  # now that data and model are known to be fine
         _carry_run(cfg.resume, out, resume_ckpt, copy=True)
-    t_start = time.time()
+    t_start = now()
     epoch = start_epoch
     val_index = np.arange(ctx.rank, len(val), ctx.world)
     try:
@@ -472,7 +475,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
             if val_votes is not None:  # on the last of the above (flip-averaged when on)
                 row["val_ferplus_acc"] = float(
                     val_votes.majority_correct(p[val_votes.index].argmax(1)).mean())
-            row["time_s"] = round(prior_s + time.time() - t_start, 1)  # training time so far
+            row["time_s"] = round(prior_s + now() - t_start, 1)  # training time so far
             history.append(row)
             if cfg.time_limit:
                 elapsed = sum_across([row["time_s"]], ctx, device)[0] / ctx.world  # ranks agree
@@ -507,7 +510,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
     if epoch < cfg.schedule_epochs and ctx.main:
         tqdm.write(f"stopped after epoch {epoch} of {cfg.schedule_epochs} (--stop-after); "
                    f"continue with --resume {out / 'last.pt'}")
-    metrics = finish(cfg, out, val, spec, device, history, metric, time.time() - t_start,
+    metrics = finish(cfg, out, val, spec, device, history, metric, now() - t_start,
                      val_votes) if ctx.main else {}
     barrier(ctx)
     shutdown(ctx)

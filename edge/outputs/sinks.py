@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..errors import FerEdgeError
-from ..inputs.files import umask_mode, write_error
+from ..inputs.files import check_regular_file, sweep_stale, temp_prefix, umask_mode, write_error
 from ..results import FrameResult
 from .events import SCHEMA
 
@@ -41,6 +41,7 @@ def check_output(path: str | os.PathLike, option: str) -> Path:
         raise FerEdgeError(f"{option} {p}: is a folder; give a file name")
     if not p.parent.is_dir():
         raise FerEdgeError(f"{option} {p}: folder {p.parent} does not exist")
+    check_regular_file(p, option)
     return p
 
 
@@ -193,7 +194,9 @@ class VideoSink:
                                f"{suffix or '(none)'}; use {', '.join(VIDEO_FOURCC)}")
         self.fourcc = VIDEO_FOURCC[suffix]
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+            sweep_stale(self.path.parent, self.path.name)  # a killed run's .partial video
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent,
+                                       prefix=temp_prefix(self.path.name, hidden=True),
                                        suffix=f".partial{suffix}")
             os.close(fd)
         except OSError as e:

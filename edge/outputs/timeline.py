@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FerEdgeError
-from ..inputs.files import atomic_write_text, check_output_dir
+from ..inputs.files import atomic_write_text, check_output_dir, check_regular_file, writing
 from ..labels import FER2013_LABELS
 from .events import SCHEMA, TrackEvents
 
@@ -117,6 +117,7 @@ def read_run(path: str | os.PathLike, progress: bool = True) -> list[Row]:
     from tqdm import tqdm
 
     path = Path(path)
+    check_regular_file(path)  # a FIFO would block until some writer came
     try:
         size, fh = path.stat().st_size, open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as e:
@@ -314,9 +315,11 @@ def write_report(jsonl: str | os.PathLike, out: str | os.PathLike, exist_ok: boo
     rows = read_run(jsonl, progress)
     labels = label_order(rows)
     tracks = summarise(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "frames.csv", frames_csv(rows, labels))
-    atomic_write_text(out / "summary.csv", summary_csv(tracks, labels))
-    atomic_write_text(out / "summary.md", summary_md(jsonl, rows, tracks, labels))
-    timeline_png(out / "timeline.png", rows, tracks, labels, f"Emotions over time: {jsonl.name}")
+    with writing(out, "write the report"):  # a full disk: one line, exit 1, never a silent 0
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "frames.csv", frames_csv(rows, labels))
+        atomic_write_text(out / "summary.csv", summary_csv(tracks, labels))
+        atomic_write_text(out / "summary.md", summary_md(jsonl, rows, tracks, labels))
+        timeline_png(out / "timeline.png", rows, tracks, labels,
+                     f"Emotions over time: {jsonl.name}")
     return tracks

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from fer_edge.edge.cliparams import SEED, Finite
 from fer_edge.edge.cliutil import friendly_errors, setup_logging
 
 
@@ -18,19 +19,19 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
                    "(train.jsonl, val_wider.jsonl, images/), or a train label file.")
 @click.option("--val", type=click.Path(), default=None,
               help="Validation label file [DATA/val_wider.jsonl].")
-@click.option("--width", type=click.FloatRange(0.25, 4), default=1.0,
+@click.option("--width", type=Finite(0.25, 4), default=1.0,
               help="Channel multiplier (1.0: about 56 k parameters).")
 @click.option("--img-size", type=click.IntRange(64), default=320,
               help="Training crop side, a multiple of 32.")
 @click.option("--epochs", default=30, type=click.IntRange(1))
 @click.option("--samples-per-epoch", default=2000, type=click.IntRange(1))
 @click.option("--batch-size", default=16, type=click.IntRange(1))
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3)
-@click.option("--lm-weight", type=click.FloatRange(0), default=0.5,
+@click.option("--lr", type=Finite(0, 10, min_open=True), default=2e-3)
+@click.option("--lm-weight", type=Finite(0), default=0.5,
               help="Weight of the landmark loss.")
-@click.option("--threads", type=click.IntRange(1), default=None,
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch [all cores].")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=SEED, default=0)
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Use only the first N training images.")
 @click.option("--val-limit", type=click.IntRange(1), default=None)
@@ -42,7 +43,7 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--exist-ok", is_flag=True, help="Overwrite the run in --out.")
 @click.option("--resume", type=click.Path(), default=None,
               help="Continue a run from its last.pt (a larger --epochs extends it).")
-@click.option("--time-limit", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--time-limit", type=Finite(0, 10080, min_open=True), default=None,
               metavar="MIN", help="Train for at most this many minutes in all (the epoch "
                                   "count is re-fitted after every epoch).")
 @click.option("-v", "--verbose", is_flag=True)

@@ -25,7 +25,7 @@ from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inputs.files import atomic_write_text, writing
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..rundir import choose_out, run_folder
+from ..rundir import check_run_inputs, choose_out, run_folder
 from ..trainer import _raise_on_sigterm, fit_epochs_to_time
 from .data import DetSample, augment, build_targets, letterbox_faces, load_labels, read_image
 from .model import FaceDetNet, count_params
@@ -187,10 +187,11 @@ def fit_detector(cfg: DetTrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = choose_out(cfg.out, cfg.exist_ok, cfg.resume)
+    check_run_inputs(out, [cfg.data, cfg.val])
     cfg.out = str(out)
     prev = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
-        with run_folder(out, create=True):
+        with run_folder(out, create=True, exist_ok=cfg.exist_ok or bool(cfg.resume)):
             return _train(cfg, out, train, val, ckpt)
     finally:
         signal.signal(signal.SIGTERM, prev)
