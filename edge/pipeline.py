@@ -138,6 +138,12 @@ class Pipeline:
         self._warned_max_faces = False
         self.reset()
 
+    def face_crops(self, image: np.ndarray, boxes: list) -> list[np.ndarray]:
+        """The crops of ``boxes`` framed as the bundle records (``crop``): the one place the
+        loop and ``fer-edge crop`` (training faces from photos) cut faces out of a frame."""
+        crop = self.bundle.crop
+        return [crop_box(image, b, crop.margin, crop.square) for b in boxes]
+
     def reset(self) -> None:
         """Forget tracks (between unrelated images)."""
         self.tracker = IouTracker(alpha=self.smooth if self.smooth else 1.0, max_missed=3)
@@ -187,9 +193,7 @@ class Pipeline:
         t2 = time.perf_counter()
         x = None
         if due:
-            crop = self.bundle.crop
-            x = preprocess([crop_box(image, t.box, crop.margin, crop.square) for t in due],
-                           self.bundle.input)
+            x = preprocess(self.face_crops(image, [t.box for t in due]), self.bundle.input)
         t3 = time.perf_counter()
         timings = {"detect": (t1 - t0) * 1e3, "crop": (t3 - t2) * 1e3, "classify": 0.0,
                    "track": (t2 - t1) * 1e3}
