@@ -355,7 +355,13 @@ def _load_data(cfg: TrainConfig, labels: tuple[str, ...], world: int
             log.info("extra data %s: %d images (%s)", p, len(e), ", ".join(
                 f"{n} {c}" for n, c in zip(labels, e.class_counts(), strict=True) if c))
         train = concat_splits([train, *extras])
+    if len(train) < 2 * world:  # BatchNorm needs two images per batch and process
+        raise FerEdgeError(f"{cfg.data} [{train_split}]: {len(train)} training image(s); "
+                           f"at least {2 * world} are needed")
     val = load("--val-split", val_split, cfg.val_limit)
+    if not len(val):
+        raise FerEdgeError(f"--data {cfg.data}: the val part of the split is empty; the "
+                           f"data has too few images per class for --split {cfg.split}")
     what = f"--data {cfg.data} --train-split {train_split} --val-split {val_split}"
     if not val.paths and val.source in train.source.split(" + "):
         raise FerEdgeError(f"{what}: both name the same images ({val.source}); validating on "
@@ -366,9 +372,6 @@ def _load_data(cfg: TrainConfig, labels: tuple[str, ...], world: int
         log.warning("%d of the %d validation images are exact pixel copies of training "
                     "images (different files)", same, len(val))
     test = load("--split", "test", None) if record is not None and fractions[2] > 0 else None
-    if len(train) < 2 * world:  # BatchNorm needs two images per batch and process
-        raise FerEdgeError(f"{cfg.data} [{train_split}]: {len(train)} training image(s); "
-                           f"at least {2 * world} are needed")
     if cfg.batch_size > len(train):
         log.warning("--batch-size %d is larger than the %d training images: one step per "
                     "epoch", cfg.batch_size, len(train))
