@@ -18,6 +18,7 @@ from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import OrtBackend, evaluate, open_backend
 from fer_edge.edge.inputs.files import check_writable_dir, umask_mode
 from fer_edge.edge.preprocess import FER2013_HAAR_MARGIN, InputSpec, preprocess
+from fer_edge.edge.splits import DEFAULT_SPLIT, parse_fractions
 
 log = logging.getLogger("fer_edge.export")
 
@@ -193,8 +194,12 @@ def _build(checkpoints: str | os.PathLike | list, opts: ExportOptions,
     if opts.tta_flip:
         model = FlipAverage(model).eval()
 
+    trained_split = ckpt.get("config", {})  # data without a split: the parts fer-train made
+
     def read(path: str, split: str) -> Split:
-        return load_split(path, split, labels, size=spec.height)
+        return load_split(path, split, labels, size=spec.height,
+                          fractions=parse_fractions(trained_split.get("split", DEFAULT_SPLIT)),
+                          seed=int(trained_split.get("split_seed", 0)))
 
     val = read(opts.val_data, opts.val_split) if opts.val_data else None
     calib_split = read(opts.calib_data, opts.calib_split) if opts.calib_data else None
