@@ -39,6 +39,7 @@ class BenchSettings:
     split: str = "test"
     data_split: str = DEFAULT_SPLIT  # data without a split: fer-train's --split ...
     split_seed: int = 0  # ... and --split-seed, so "test" is the part fer-train held out
+    split_group: str | None = None  # ... and --split-group
     precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
     backends: list[str] = field(default_factory=lambda: ["ort"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
@@ -279,7 +280,7 @@ def _peer_row(s: BenchSettings, b: Bundle, peer: str, exe: str, crops: list[Labe
 def _read_split(s: BenchSettings, b: Bundle) -> Split:
     split = load_split(s.data, s.split, b.labels, size=b.input.height,
                        fractions=parse_fractions(s.data_split, "--data-split"),
-                       seed=s.split_seed)
+                       seed=s.split_seed, group=s.split_group)
     if s.limit is not None and s.limit > len(split):
         log.warning("--limit %d is more than the %d images of %s [%s]: using all of them",
                     s.limit, len(split), s.data, s.split)

@@ -113,11 +113,12 @@ def load_split(
     cache: bool = True,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
+    group: str | None = None,
 ) -> Split:
     """Load ``split`` of a dataset: a Kaggle-layout folder (train/, test/), a challenge CSV,
     or a folder of class folders (CK+ style) / a CSV without Usage, which have no split: for
     those ``train``, ``val`` and ``test`` are the parts of :func:`auto_split` (``fractions``,
-    ``seed``) and ``all`` is every image."""
+    ``seed``, ``group``) and ``all`` is every image."""
     whole = read_unsplit(path, labels, size, skip_bad, cache, split)
     if whole is None:
         return _read_predefined(Path(path), split, labels, size, skip_bad, cache)
@@ -127,7 +128,7 @@ def load_split(
     if part is None:
         raise FerEdgeError(f"{path}: has no split {split!r}; a dataset without a split is "
                            "divided into train, val and test (or 'all')")
-    return auto_split(whole, fractions, seed)[0][part]
+    return auto_split(whole, fractions, seed, group)[0][part]
 
 
 def read_unsplit(path: str | os.PathLike, labels: Sequence[str] = FER2013_LABELS,
@@ -151,26 +152,33 @@ def read_unsplit(path: str | os.PathLike, labels: Sequence[str] = FER2013_LABELS
 
 
 def auto_split(whole: Split, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-               seed: int = 0) -> tuple[dict[str, Split], dict]:
+               seed: int = 0, group: str | None = None) -> tuple[dict[str, Split], dict]:
     """The train/val/test parts of a dataset without a split (stratified, seed-fixed, exact
-    duplicates on one side: :func:`fer_edge.edge.splits.plan_split`) and their record."""
-    parts, dup = plan_split(whole.images, whole.labels, len(whole.label_names), fractions, seed)
+    duplicates and files of one ``group`` on one side: :func:`fer_edge.edge.splits.plan_split`)
+    and their record."""
+    parts, dup = plan_split(whole.images, whole.labels, len(whole.label_names), fractions, seed,
+                            whole.paths, group)
     root = whole.source.rsplit(":", 1)[0] if not whole.paths else whole.source
     record = split_record(parts, whole.paths, whole.labels, whole.label_names, root,
-                          fractions, seed, dup)
+                          fractions, seed, dup, group)
     return {k: whole.subset(v) for k, v in parts.items()}, record
 
 
 def split_info(path: str | os.PathLike, labels: Sequence[str] = FER2013_LABELS,
                size: int = 48, skip_bad: bool = False,
-               fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> dict | None:
+               fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
+               group: str | None = None) -> dict | None:
     """The record of the automatic split of ``path`` (None when it has its own split), with
-    its counts logged."""
+    its counts logged (and a warning for a class missing from val or test)."""
     whole = read_unsplit(path, labels, size, skip_bad)
     if whole is None:
         return None
-    record = auto_split(whole, fractions, seed)[1]
+    record = auto_split(whole, fractions, seed, group)[1]
     log.info("%s", counts_line(record))
+    for part in ("val", "test"):
+        absent = [n for n, k in record["per_class"][part].items() if not k]
+        if absent and record["counts"][part]:
+            log.warning("%s: the %s part has no image of %s", path, part, ", ".join(absent))
     return record
 
 

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,20 +48,45 @@ def parse_fractions(text: str, option: str = "--split") -> tuple[float, float, f
     return values  # type: ignore[return-value]
 
 
-def duplicate_groups(images: np.ndarray) -> np.ndarray:
-    """Group id per image; exact duplicates (identical pixels) share one."""
-    ids: dict[bytes, int] = {}
-    return np.array([ids.setdefault(hashlib.sha1(np.ascontiguousarray(im).tobytes()).digest(),
-                                    len(ids)) for im in images], np.int64)
+def check_group(pattern: str | None, option: str = "--split-group") -> re.Pattern | None:
+    """The --split-group regular expression, compiled (one error line when it is not one)."""
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise FerEdgeError(f"{option} {pattern!r}: not a regular expression ({e})") from None
+
+
+def duplicate_groups(images: np.ndarray, paths: Sequence[str] = (),
+                     group: str | None = None) -> np.ndarray:
+    """Group id per image: exact duplicates (identical pixels) share one, and so do files
+    whose names share the match of the ``group`` regular expression (a subject id such as
+    CK+'s ``S010``), so no person or sequence is on both sides."""
+    rx = check_group(group)
+    ids: dict[object, int] = {}
+    by_pixels: dict[bytes, int] = {}
+    out = np.empty(len(images), np.int64)
+    for i, im in enumerate(images):
+        h = hashlib.sha1(np.ascontiguousarray(im).tobytes()).digest()
+        m = rx.search(os.path.basename(paths[i])) if rx is not None and paths else None
+        key: object = ("name", m.group(0)) if m else ("pixels", h)
+        gid = by_pixels.get(h)
+        if gid is None:
+            gid = ids.setdefault(key, len(ids))
+            by_pixels[h] = gid
+        out[i] = gid
+    return out
 
 
 def plan_split(images: np.ndarray, labels: np.ndarray, n_classes: int,
-               fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0
+               fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
+               paths: Sequence[str] = (), group: str | None = None
                ) -> tuple[dict[str, np.ndarray], int]:
     """Indices of each part (sorted), stratified per class over groups of exact duplicates,
     and the number of images that had a duplicate. A class with at least three groups gets
     at least one in val (and in test when its fraction is above 0)."""
-    groups = duplicate_groups(images)
+    groups = duplicate_groups(images, paths, group)
     first = {}
     for i, g in enumerate(groups):
         first.setdefault(int(g), i)
@@ -82,7 +108,8 @@ def plan_split(images: np.ndarray, labels: np.ndarray, n_classes: int,
         for part, members in bounds.items():
             chosen[part].extend(int(g) for g in members)
     parts = {p: np.flatnonzero(np.isin(groups, np.array(chosen[p], np.int64))) for p in PARTS}
-    counts = np.bincount(groups)
+    pixels = duplicate_groups(images)
+    counts = np.bincount(pixels)
     return parts, int(counts[counts > 1].sum())
 
 
@@ -92,11 +119,12 @@ def _files_sha256(files: Sequence[str]) -> str:
 
 def split_record(parts: dict[str, np.ndarray], paths: Sequence[str], labels: np.ndarray,
                  label_names: Sequence[str], root: str, fractions: Sequence[float], seed: int,
-                 duplicates: int) -> dict:
+                 duplicates: int, group: str | None = None) -> dict:
     """What metrics.json keeps of an automatic split: enough to reproduce and to check it."""
     rel = [os.path.relpath(p, root) if p else "" for p in paths] if paths else []
     record: dict = {"kind": "automatic", "source": root, "seed": seed,
-                    "fractions": list(fractions), "duplicate_images": duplicates,
+                    "fractions": list(fractions), "group": group,
+                    "duplicate_images": duplicates,
                     "counts": {}, "per_class": {}, "sha256": {}, "files": {}}
     for part, idx in parts.items():
         record["counts"][part] = int(len(idx))

@@ -199,7 +199,8 @@ def _build(checkpoints: str | os.PathLike | list, opts: ExportOptions,
     def read(path: str, split: str) -> Split:
         return load_split(path, split, labels, size=spec.height,
                           fractions=parse_fractions(trained_split.get("split", DEFAULT_SPLIT)),
-                          seed=int(trained_split.get("split_seed", 0)))
+                          seed=int(trained_split.get("split_seed", 0)),
+                          group=trained_split.get("split_group"))
 
     val = read(opts.val_data, opts.val_split) if opts.val_data else None
     calib_split = read(opts.calib_data, opts.calib_split) if opts.calib_data else None

@@ -82,6 +82,9 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
                    "scored once at the end. Recorded in metrics.json.")
 @click.option("--split-seed", type=int, default=0,
               help="Seed of that split (apart from --seed, so the test images stay put).")
+@click.option("--split-group", default=None, metavar="REGEX",
+              help="Keep files whose names share this regular expression's match on one side "
+                   "of that split: a person or a video, e.g. '^S[0-9]+' for CK+ subjects.")
 @click.option("--labels", default="fer2013",
               help="fer2013 (the seven classes), auto (the data's class folders, sorted, "
                    "synonyms folded: anger -> angry; contempt kept), or a comma list.")

@@ -36,6 +36,7 @@ from fer_edge.edge.splits import (
     DEFAULT_SPLIT,
     PART_OF,
     check_disjoint,
+    check_group,
     parse_fractions,
     pixel_overlap,
 )
@@ -79,6 +80,7 @@ class TrainConfig:
     labels: str = "fer2013"  # fer2013, auto (the data's class folders) or a comma list
     split: str = DEFAULT_SPLIT  # train,val,test fractions for data without a split
     split_seed: int = 0  # the seed of that split (apart from --seed: the test set stays put)
+    split_group: str | None = None  # regex on file names: files sharing its match stay together
     limit: int | None = None
     extra_data: list[str] = field(default_factory=list)  # more class folders to train on
     extra_cap: int = 1500  # at most this many extra images per class
@@ -324,8 +326,9 @@ def _load_data(cfg: TrainConfig, labels: tuple[str, ...], world: int
     """train, val, test (None when the data has its own split) and the record of the split
     made for data without one. Training and validation data sharing an image is refused."""
     fractions = parse_fractions(cfg.split)
+    check_group(cfg.split_group)
     record = split_info(cfg.data, labels, cfg.img_size, cfg.skip_bad, fractions,
-                        cfg.split_seed)
+                        cfg.split_seed, cfg.split_group)
     train_split, val_split = cfg.train_split, cfg.val_split
     if record is not None:  # parts of the split made here: train, val, and test at the end
         if PART_OF.get(train_split.lower()) != "train" or PART_OF.get(val_split.lower()) \
@@ -339,7 +342,7 @@ def _load_data(cfg: TrainConfig, labels: tuple[str, ...], world: int
     def load(option: str, split: str, limit: int | None) -> Split:
         try:
             s = load_split(cfg.data, split, labels, cfg.img_size, cfg.skip_bad,
-                           fractions=fractions, seed=cfg.split_seed)
+                           fractions=fractions, seed=cfg.split_seed, group=cfg.split_group)
         except BadImage:  # names its file
             raise
         except FerEdgeError as e:
