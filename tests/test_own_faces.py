@@ -261,3 +261,27 @@ def test_crop_all_faces_and_refusals(photos, tmp_path):
               ["inside --source"])
     check_cli("fer-edge", ["crop", "--source", tmp_path / "nothing", "--out", out], 1,
               ["--source", "nothing"])
+
+
+def test_eight_class_bundle_in_the_live_view(eight):
+    """The live view's state carries the bundle's own eight labels (Pipeline on a real
+    photo, the real HTTP server)."""
+    import urllib.request
+
+    from matplotlib import cbook
+
+    from fer_edge.edge.detection.choose import source_detector
+    from fer_edge.edge.outputs.live_view import LiveView
+    from fer_edge.edge.pipeline import Pipeline
+
+    pipe = Pipeline(str(eight["bundle"]), "int8", detector=source_detector(True))
+    result = pipe(cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    view = LiveView(labels=pipe.labels)
+    try:
+        view.write(result, None)
+        with urllib.request.urlopen(view.url + "state.json", timeout=5) as r:
+            state = json.loads(r.read())
+    finally:
+        view.close(linger=0)
+    (face,) = state["faces"]
+    assert tuple(face["probs"]) == EIGHT and face["label"] in EIGHT
