@@ -54,7 +54,14 @@ def _positive_ints(value: str, option: str, most: int = MAX_COUNT) -> list[int]:
               help="Bundle folder (repeatable) [the shipped default bundle].")
 @click.option("--data", type=click.Path(), default=None,
               help="Labelled split for accuracy: FER2013 folder/CSV or CK+ style folder.")
-@click.option("--split", default="test", help="test = FER2013 PublicTest.")
+@click.option("--split", default="test",
+              help="test = FER2013 PublicTest; for data without a split of its own (class "
+                   "folders, a CSV without Usage): train, val or test = the parts fer-train "
+                   "made (same --data-split and --split-seed), or all.")
+@click.option("--data-split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
+              help="fer-train's --split for data without a split (its metrics.json 'split').")
+@click.option("--split-seed", type=int, default=0, help="fer-train's --split-seed.")
+@click.option("--split-group", default=None, metavar="REGEX", help="fer-train's --split-group.")
 @click.option("--precision", default="fp32,int8", help="Comma list; missing ones are skipped.")
 @click.option("--backend", default="ort", help="Comma list of ort,tensorrt.")
 @click.option("--batch-sizes", default="1,8,32", help="Batch 1 gives latency, others "
@@ -107,24 +114,28 @@ def _positive_ints(value: str, option: str, most: int = MAX_COUNT) -> list[int]:
               help="Gate: fractional rise of batch-1 p50.")
 @click.option("-v", "--verbose", is_flag=True)
 @friendly_errors
-def main(models, data, split, precision, backend, batch_sizes, threads, video, video_loops,
-         video_streams, soak_seconds, soak_streams, realworld, detector, detector_threshold,
-         main_face, workers, peers, peer_python, warmup_s,
-         min_runs, min_seconds, limit, out, exist_ok, compare_to, max_acc_drop, max_latency_rise,
-         verbose) -> None:
+def main(models, data, split, data_split, split_seed, split_group, precision, backend,
+         batch_sizes, threads, video, video_loops, video_streams, soak_seconds, soak_streams,
+         realworld, detector, detector_threshold, main_face, workers, peers, peer_python,
+         warmup_s, min_runs, min_seconds, limit, out, exist_ok, compare_to, max_acc_drop,
+         max_latency_rise, verbose) -> None:
     """Benchmark model bundles side by side; writes results.json, results.csv, report.md and
     plots to --out. Ctrl-C writes what was measured so far."""
     setup_logging(verbose)
     from pathlib import Path
 
+    from fer_edge.edge.splits import check_group, parse_fractions
     from fer_edge.edge.stills import check_workers
 
     from .compare import compare, load_results
     from .harness import BenchSettings, run_benchmark
     from .measure import Timing
 
+    parse_fractions(data_split, "--data-split")  # before any work
+    check_group(split_group)
     settings = BenchSettings(
-        models=list(models) or [None], data=data, split=split,
+        models=list(models) or [None], data=data, split=split, data_split=data_split,
+        split_seed=split_seed, split_group=split_group,
         precisions=_csv_list(precision, "--precision", PRECISIONS),
         backends=_csv_list(backend, "--backend", BACKENDS),
         batch_sizes=_positive_ints(batch_sizes, "--batch-sizes", MAX_BATCH),

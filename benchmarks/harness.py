@@ -20,6 +20,7 @@ from fer_edge.edge.inference.ort_providers import model_key
 from fer_edge.edge.inputs.files import check_not_inputs, check_output_dir, folder_lock
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
+from fer_edge.edge.splits import DEFAULT_SPLIT, parse_fractions
 from fer_edge.edge.stills import StillsRecipe
 
 from .endtoend import LabelledFace, evaluate_end_to_end, read_labelled_images
@@ -37,6 +38,9 @@ class BenchSettings:
     models: list[str | None]
     data: str | None = None
     split: str = "test"
+    data_split: str = DEFAULT_SPLIT  # data without a split: fer-train's --split ...
+    split_seed: int = 0  # ... and --split-seed, so "test" is the part fer-train held out
+    split_group: str | None = None  # ... and --split-group
     precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
     backends: list[str] = field(default_factory=lambda: ["ort"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
@@ -318,7 +322,9 @@ def _peer_row(s: BenchSettings, b: Bundle, peer: str, exe: str, crops: list[Labe
 
 
 def _read_split(s: BenchSettings, b: Bundle) -> Split:
-    split = load_split(s.data, s.split, b.labels, size=b.input.height)
+    split = load_split(s.data, s.split, b.labels, size=b.input.height,
+                       fractions=parse_fractions(s.data_split, "--data-split"),
+                       seed=s.split_seed, group=s.split_group)
     if s.limit is not None and s.limit > len(split):
         log.warning("--limit %d is more than the %d images of %s [%s]: using all of them",
                     s.limit, len(split), s.data, s.split)

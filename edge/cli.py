@@ -400,6 +400,51 @@ class _EchoSink:
             self.inner.close()
 
 
+@main.command(context_settings=CTX)
+@click.option("--source", required=True, type=click.Path(),
+              help="Folder of photos, e.g. one sub-folder per class (searched recursively).")
+@click.option("--out", required=True, type=click.Path(),
+              help="Folder for the crops: the same sub-folders, one PNG per face, and "
+                   "skipped.csv (no face, several faces, unreadable).")
+@click.option("--model", type=click.Path(), default=None,
+              help="Bundle whose framing (crop margin) and input size the crops get [the "
+                   "shipped bundle]: crop with the bundle you fine-tune from and run.")
+@click.option("--detector", type=click.Choice(["haar", "yunet", "ours"]), default="haar")
+@click.option("--detector-model", type=click.Path(), default=None,
+              help="yunet: its .onnx; ours: a detector bundle [the model bundle's own].")
+@click.option("--detect-width", type=click.IntRange(0), default=None,
+              help="Downscale photos to this width for detection (0: full size) [640, as "
+                   "fer-edge run does for images].")
+@click.option("--all-faces", is_flag=True,
+              help="Write every face of a photo (name_face1.png, ...), not just the largest.")
+@click.option("--size", type=click.IntRange(16), default=None,
+              help="Side of the square grayscale crops [the bundle's input size].")
+@click.option("--exist-ok", is_flag=True, help="Write into an --out that holds files.")
+@click.option("-v", "--verbose", is_flag=True)
+@friendly_errors
+def crop(source, out, model, detector, detector_model, detect_width, all_faces, size,
+         exist_ok, verbose) -> None:
+    """Photos in, face crops out, framed exactly as `fer-edge run` frames faces (the same
+    detector settings for stills, the bundle's crop margin): a training set from your own
+    camera's photos. PHOTOS/happy/*.jpg -> FACES/happy/*.png."""
+    setup_logging(verbose)
+    from pathlib import Path
+
+    from fer_edge.edge.bundle import load_bundle
+    from fer_edge.edge.detection.choose import bundle_detector_model, source_detector
+    from fer_edge.edge.facecrops import check_folders, crop_photos
+    from fer_edge.edge.inputs.sources import quiet_opencv
+    from fer_edge.edge.pipeline import Pipeline
+
+    quiet_opencv(verbose)
+    check_folders(Path(source), Path(out), exist_ok)
+    bundle = load_bundle(model)
+    pipe = Pipeline(bundle, "fp32", detector=source_detector(
+        True, detector, bundle_detector_model(bundle, detector, detector_model), detect_width))
+    summary = crop_photos(source, out, pipe, all_faces, size, exist_ok)
+    click.echo(summary.text(Path(out)), err=True)
+
+
 @main.command("calibrate-margin", context_settings=CTX)
 @click.option("--data", required=True, type=click.Path(), help="FER2013 folder or CSV.")
 @click.option("--source", "sources", multiple=True, type=click.Path(),

@@ -22,7 +22,8 @@ import numpy as np
 from .errors import FerEdgeError
 from .inputs.files import atomic_write
 from .inputs.images import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, BadImage, read_image
-from .labels import FER2013_LABELS, canonical_label
+from .labels import FER2013_LABELS, class_name
+from .splits import DEFAULT_FRACTIONS, PART_OF, counts_line, plan_split, split_record
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +123,111 @@ def load_split(
     size: int = 48,
     skip_bad: bool = False,
     cache: bool = True,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    group: str | None = None,
 ) -> Split:
-    """Load ``split`` of a FER2013 source: a Kaggle-layout folder, a challenge CSV, or a
-    folder of class folders (CK+ style, used whole when it has no split sub-folders)."""
+    """Load ``split`` of a dataset: a Kaggle-layout folder (train/, test/), a challenge CSV,
+    or a folder of class folders (CK+ style) / a CSV without Usage, which have no split: for
+    those ``train``, ``val`` and ``test`` are the parts of :func:`auto_split` (``fractions``,
+    ``seed``, ``group``) and ``all`` is every image."""
+    whole = read_unsplit(path, labels, size, skip_bad, cache, split)
+    if whole is None:
+        return _read_predefined(Path(path), split, labels, size, skip_bad, cache)
+    if split.lower() == "all":
+        return whole
+    part = PART_OF.get(split.lower())
+    if part is None:
+        raise FerEdgeError(f"{path}: has no split {split!r}; a dataset without a split is "
+                           "divided into train, val and test (or 'all')")
+    return auto_split(whole, fractions, seed, group)[0][part]
+
+
+def read_unsplit(path: str | os.PathLike, labels: Sequence[str] = FER2013_LABELS,
+                 size: int = 48, skip_bad: bool = False, cache: bool = True,
+                 split: str = "train") -> Split | None:
+    """Every image of a dataset that has no split of its own (class folders without train/ and
+    test/, a CSV without Usage); None for one that has a split."""
     p = Path(path)
     if not p.exists():
         raise FerEdgeError(f"{p}: no such file or directory")
     if p.is_file():
         if p.suffix.lower() != ".csv":
             raise FerEdgeError(f"{p}: expected a FER2013 .csv file or a dataset folder")
+        return None if _csv_has_usage(p) else read_fer2013_csv(p, None, labels, size, cache)
+    if any((p / name).is_dir() for name in FOLDER_SPLIT) \
+            or (p / FOLDER_SPLIT.get(split.lower(), split)).is_dir():
+        return None
+    if any(class_name(d.name) in labels for d in p.iterdir() if d.is_dir()):
+        return read_labelled_folder(p, labels, size, skip_bad, cache)
+    return None
+
+
+def auto_split(whole: Split, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+               seed: int = 0, group: str | None = None) -> tuple[dict[str, Split], dict]:
+    """The train/val/test parts of a dataset without a split (stratified, seed-fixed, exact
+    duplicates and files of one ``group`` on one side: :func:`fer_edge.edge.splits.plan_split`)
+    and their record."""
+    parts, dup = plan_split(whole.images, whole.labels, len(whole.label_names), fractions, seed,
+                            whole.paths, group)
+    root = whole.source.rsplit(":", 1)[0] if not whole.paths else whole.source
+    record = split_record(parts, whole.paths, whole.labels, whole.label_names, root,
+                          fractions, seed, dup, group)
+    return {k: whole.subset(v) for k, v in parts.items()}, record
+
+
+def split_info(path: str | os.PathLike, labels: Sequence[str] = FER2013_LABELS,
+               size: int = 48, skip_bad: bool = False,
+               fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
+               group: str | None = None) -> dict | None:
+    """The record of the automatic split of ``path`` (None when it has its own split), with
+    its counts logged (and a warning for a class missing from val or test)."""
+    whole = read_unsplit(path, labels, size, skip_bad)
+    if whole is None:
+        return None
+    record = auto_split(whole, fractions, seed, group)[1]
+    log.info("%s", counts_line(record))
+    for part in ("val", "test"):
+        absent = [n for n, k in record["per_class"][part].items() if not k]
+        if absent and record["counts"][part]:
+            log.warning("%s: the %s part has no image of %s", path, part, ", ".join(absent))
+    return record
+
+
+def dataset_labels(path: str | os.PathLike) -> tuple[str, ...]:
+    """``--labels auto``: the class folders of a dataset (of its train/ folder when it has
+    one), synonyms folded (anger -> angry), other names kept (contempt), in sorted order."""
+    p = Path(path)
+    if p.is_file():
+        return FER2013_LABELS
+    if not p.is_dir():
+        raise FerEdgeError(f"{p}: no such file or directory")
+    root = next((p / n for n in ("train", "training") if (p / n).is_dir()), p)
+    names = sorted({class_name(d.name) for d in os.scandir(root)
+                    if d.is_dir() and not d.name.startswith(".")})
+    if not names:
+        raise FerEdgeError(f"{root}: no class folders for --labels auto")
+    return tuple(names)
+
+
+def resolve_labels(spec: str, data: str | os.PathLike) -> tuple[str, ...]:
+    """``--labels``: ``fer2013`` (the seven FER2013 classes in their order), ``auto`` (the class
+    folders of ``data``) or a comma-separated list of names (synonyms folded)."""
+    text = str(spec).strip()
+    if text.lower() == "fer2013":
+        return FER2013_LABELS
+    if text.lower() == "auto":
+        return dataset_labels(data)
+    names = tuple(class_name(n) for n in text.split(",") if n.strip())
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise FerEdgeError(f"--labels {spec!r}: expected fer2013, auto or a list of at least two "
+                           "distinct class names such as angry,happy,neutral")
+    return names
+
+
+def _read_predefined(p: Path, split: str, labels: Sequence[str], size: int, skip_bad: bool,
+                     cache: bool) -> Split:
+    if p.is_file():
         usage = CSV_USAGE.get(split.lower())
         if usage is None:
             raise FerEdgeError(f"unknown split {split!r} for {p}; choose from {sorted(CSV_USAGE)}")
@@ -140,9 +237,16 @@ def load_split(
         return read_labelled_folder(p / sub, labels, size, skip_bad, cache)
     if split.lower() in ("privatetest",):
         raise FerEdgeError(f"{p}: the folder layout has no PrivateTest split (it is held out)")
-    if any(canonical_label(d.name) for d in p.iterdir() if d.is_dir()):
-        return read_labelled_folder(p, labels, size, skip_bad, cache)
     raise FerEdgeError(f"{p}: no '{sub}/' split folder and no class folders inside")
+
+
+def _csv_has_usage(path: Path) -> bool:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return True  # let the reader name the problem
+    return "usage" in (h.strip().lower() for h in header)
 
 
 def read_labelled_folder(
@@ -165,8 +269,8 @@ def read_labelled_folder(
     labels = tuple(labels)
     files: list[tuple[str, int, os.stat_result]] = []
     for d in sorted((e for e in os.scandir(root) if e.is_dir()), key=lambda e: e.name):
-        name = canonical_label(d.name)
-        if name is None or name not in labels:
+        name = class_name(d.name)
+        if name not in labels:
             log.warning("%s: folder %r is not one of the labels %s; skipped",
                         root, d.name, ", ".join(labels))
             continue

@@ -18,8 +18,17 @@ SYNONYMS: dict[str, str] = {
 }
 
 
+def _key(name: str) -> str:
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    return key.split("_", 1)[1] if key[:1].isdigit() and "_" in key else key  # "0_angry"
+
+
+def class_name(name: str) -> str:
+    """A folder or class name as a label: the canonical FER2013 name when it is a synonym of
+    one (``anger`` -> ``angry``), else the name itself, lower case (CK+'s ``contempt``)."""
+    return SYNONYMS.get(_key(name), _key(name))
+
+
 def canonical_label(name: str) -> str | None:
     """Map a folder or class name to its canonical label, or None when it means none of ours."""
-    key = name.strip().lower().replace("-", "_").replace(" ", "_")
-    key = key.split("_", 1)[1] if key[:1].isdigit() and "_" in key else key  # "0_angry"
-    return SYNONYMS.get(key)
+    return SYNONYMS.get(_key(name))

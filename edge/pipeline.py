@@ -154,6 +154,16 @@ class Pipeline:
         self._warned_max_faces = False
         self.reset()
 
+    def face_crops(self, image: np.ndarray, boxes: list,
+                   landmarks: list | None = None) -> list[np.ndarray]:
+        """The crops of ``boxes`` (with their detections' five ``landmarks``, when the
+        detector gives them) framed as the bundle records (``crop``: margin, or landmark
+        framing and eye-level alignment): the one place the loop and ``fer-edge crop``
+        (training faces from photos) cut faces out of a frame."""
+        lms = landmarks if landmarks is not None else [None] * len(boxes)
+        return [crop_box(image, b, landmarks=lm, spec=self.bundle.crop)
+                for b, lm in zip(boxes, lms, strict=True)]
+
     def reset(self) -> None:
         """Forget tracks (between unrelated images)."""
         self.tracker = IouTracker(alpha=self.smooth if self.smooth else 1.0, max_missed=3)
@@ -203,8 +213,8 @@ class Pipeline:
         t2 = time.perf_counter()
         x = None
         if due:
-            x = preprocess([crop_box(image, t.box, landmarks=t.landmarks,
-                                     spec=self.bundle.crop) for t in due], self.bundle.input)
+            x = preprocess(self.face_crops(image, [t.box for t in due],
+                                           [t.landmarks for t in due]), self.bundle.input)
         t3 = time.perf_counter()
         timings = {"detect": (t1 - t0) * 1e3, "crop": (t3 - t2) * 1e3, "classify": 0.0,
                    "track": (t2 - t1) * 1e3}

@@ -31,6 +31,7 @@ from fer_edge.edge.preprocess import (
     InputSpec,
     preprocess,
 )
+from fer_edge.edge.splits import DEFAULT_SPLIT, parse_fractions
 
 log = logging.getLogger("fer_edge.export")
 
@@ -256,8 +257,13 @@ def _build(checkpoints: str | os.PathLike | list, opts: ExportOptions,
     if opts.tta_flip:
         model = FlipAverage(model).eval()
 
+    trained_split = ckpt.get("config", {})  # data without a split: the parts fer-train made
+
     def read(path: str, split: str) -> Split:
-        return load_split(path, split, labels, size=spec.height)
+        return load_split(path, split, labels, size=spec.height,
+                          fractions=parse_fractions(trained_split.get("split", DEFAULT_SPLIT)),
+                          seed=int(trained_split.get("split_seed", 0)),
+                          group=trained_split.get("split_group"))
 
     val = read(opts.val_data, opts.val_split) if opts.val_data else None
     calib_split = read(opts.calib_data, opts.calib_split) if opts.calib_data else None

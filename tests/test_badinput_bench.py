@@ -151,8 +151,9 @@ def test_reports_on_a_disk_that_fills_up_meanwhile(d, tmp_path):
 
 
 def test_limit_above_the_dataset_uses_all_with_a_warning(d, tmp_path):
-    check_cli("fer-bench", ["--data", d / "faces", "--limit", "100000", "--precision", "fp32",
-                            *FAST, "--out", tmp_path / "b"], 0, ["--limit 100000", "using all"],
+    check_cli("fer-bench", ["--data", d / "faces", "--split", "all", "--limit", "100000",
+                            "--precision", "fp32", *FAST, "--out", tmp_path / "b"], 0,
+              ["--limit 100000", "using all"],
               exist=[tmp_path / "b" / "results.json"])
     (row,) = json.loads((tmp_path / "b" / "results.json").read_text())["results"]
     assert row["images"] == 35

@@ -265,7 +265,7 @@ ROWS = [
     ("val-split-missing", s_no_val_split, ["--data", "{ds}", *TINY, "--out", "{tmp}/new"], 1,
      ["(--val-split test)", "no 'test/'"], [], ["{tmp}/new"]),
     ("one-training-image", s_one_image,
-     ["--data", "{ds}", *TINY, "--val-split", "train", "--out", "{tmp}/new"], 1,
+     ["--data", "{ds}", *TINY, "--out", "{tmp}/new"], 1,
      ["1 training image", "at least 2"], [], ["{tmp}/new"]),
     ("batch-larger-than-data", s_none,
      ["--data", "{ds}", *TINY, "--batch-size", "500", "--out", "{tmp}/new"], 0,

@@ -33,7 +33,8 @@ def ck_folder(fer2013, tmp_path_factory):
 def bench(ck_folder, video, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     r = run_cli("fer_edge.benchmarks.cli", "--data", str(ck_folder), "--video", str(video),
-                "--video-loops", "1", "--video-streams", "1", "--out", str(out), *FAST)
+                "--video-loops", "1", "--video-streams", "1", "--split", "all", "--out", str(out),
+                *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
 

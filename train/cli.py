@@ -15,7 +15,8 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "show_default": True})
 @click.option("--data", required=True, type=click.Path(),
-              help="FER2013 folder (train/, test/ class folders) or fer2013.csv.")
+              help="FER2013 folder (train/, test/ class folders), fer2013.csv, or a folder of "
+                   "class folders (CK+ style; split with --split).")
 @click.option("--arch", default="fercnn_m",
               help="fercnn_s|fercnn_m|fercnn_l, or any timm model name (resnet18, vgg16, "
                    "efficientnet_b0, tf_efficientnetv2_b0, ...).")
@@ -74,7 +75,20 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
 @click.option("--eval-flip/--no-eval-flip", default=True,
               help="Also score validation with flip test-time averaging and select on it.")
 @click.option("--train-split", default="train")
-@click.option("--val-split", default="test", help="Validation split: test = PublicTest.")
+@click.option("--val-split", default="test", help="Validation split: test = PublicTest. "
+              "Data without a split of its own validates on the val part of --split.")
+@click.option("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
+              help="Data without train/ and test/ (a folder of class folders, a CSV without "
+                   "Usage): a stratified, seed-fixed split; val selects the model, test is "
+                   "scored once at the end. Recorded in metrics.json.")
+@click.option("--split-seed", type=int, default=0,
+              help="Seed of that split (apart from --seed, so the test images stay put).")
+@click.option("--split-group", default=None, metavar="REGEX",
+              help="Keep files whose names share this regular expression's match on one side "
+                   "of that split: a person or a video, e.g. '^S[0-9]+' for CK+ subjects.")
+@click.option("--labels", default="fer2013",
+              help="fer2013 (the seven classes), auto (the data's class folders, sorted, "
+                   "synonyms folded: anger -> angry; contempt kept), or a comma list.")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Use a class-stratified subset of this many training images.")
 @click.option("--val-limit", type=click.IntRange(1), default=None)
@@ -146,11 +160,13 @@ def main(**o) -> None:
     if not m:  # a torchrun rank other than 0
         return
     ferplus = m.get("val_ferplus")
+    test = (f"; test acc {m['test_acc']:.4f} on {m['test_images']} held-out images"
+            if "test_acc" in m else "")
     click.echo(f"best {m['selection_metric']} {m['best_val_acc']:.4f} at epoch "
                f"{m['best_epoch']}"
                + (f" (FER+ majority {ferplus['accuracy']:.4f} on {ferplus['images']} "
                   "images)" if ferplus else "")
-               + f"; outputs in {m['config']['out']}")
+               + f"{test}; outputs in {m['config']['out']}")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,28 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fer_edge.edge.data import Split, concat_splits, load_split
+from fer_edge.edge.data import (
+    Split,
+    concat_splits,
+    load_split,
+    read_unsplit,
+    resolve_labels,
+    split_info,
+)
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inputs.files import atomic_write, atomic_write_text, writing
 from fer_edge.edge.inputs.images import BadImage
-from fer_edge.edge.labels import FER2013_LABELS
 from fer_edge.edge.metrics import classification_report
 from fer_edge.edge.preprocess import InputSpec
 from fer_edge.edge.soft_labels import Votes, read_votes, vote_distribution
+from fer_edge.edge.splits import (
+    DEFAULT_SPLIT,
+    PART_OF,
+    check_disjoint,
+    check_group,
+    parse_fractions,
+    pixel_overlap,
+)
 
 from .augment import AugmentConfig
 from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
@@ -65,6 +79,10 @@ class TrainConfig:
     eval_flip: bool = True
     train_split: str = "train"
     val_split: str = "test"
+    labels: str = "fer2013"  # fer2013, auto (the data's class folders) or a comma list
+    split: str = DEFAULT_SPLIT  # train,val,test fractions for data without a split
+    split_seed: int = 0  # the seed of that split (apart from --seed: the test set stays put)
+    split_group: str | None = None  # regex on file names: files sharing its match stay together
     limit: int | None = None
     extra_data: list[str] = field(default_factory=list)  # more class folders to train on
     extra_cap: int = 1500  # at most this many extra images per class
@@ -259,10 +277,14 @@ def _load_teacher(cfg: TrainConfig, labels: tuple[str, ...], spec: InputSpec,
     return d
 
 
-def _init_weights(model: nn.Module, cfg: TrainConfig, spec: InputSpec) -> None:
+def _init_weights(model: nn.Module, cfg: TrainConfig, spec: InputSpec,
+                  labels: tuple[str, ...]) -> None:
     """--init: load a checkpoint's weights. Only the classifier head may fail to fit (another
     label set); anything else is refused, naming the tensors, unless ``init_partial``."""
     ck = load_checkpoint(cfg.init)
+    if tuple(ck["labels"]) != labels:
+        log.info("--init %s: its labels (%s) differ from this run's (%s): the classifier head "
+                 "starts anew", cfg.init, ", ".join(ck["labels"]), ", ".join(labels))
     theirs = InputSpec.from_dict(ck["input"])
     if (theirs.height, theirs.width) != (spec.height, spec.width) and not cfg.init_partial:
         raise FerEdgeError(f"--init {cfg.init}: trained on {theirs.width}x{theirs.height} "
@@ -279,6 +301,9 @@ def _init_weights(model: nn.Module, cfg: TrainConfig, spec: InputSpec) -> None:
             f"{len(own)} tensors would not load ({', '.join(shown[:6])}"
             f"{', ...' if len(shown) > 6 else ''}); only the classifier head may differ. Pass "
             "the checkpoint's --arch, or --init-partial to load just what fits")
+    if tuple(ck["labels"]) != labels:  # same count, other classes: the old head means nothing
+        fit_keys = {k: v for k, v in fit_keys.items() if k not in classifier_keys(model)}
+        missed = [k for k in own if k not in fit_keys]
     model.load_state_dict(fit_keys, strict=False)
     log.info("--init %s: loaded %d/%d tensors%s", cfg.init, len(fit_keys), len(own),
              f"; not loaded (re-initialised): {', '.join(missed)}" if missed else "")
@@ -300,32 +325,64 @@ def _carry_run(resume: str, out: Path, resume_ckpt: dict, copy: bool) -> None:
     log.info("continuing %s in %s (best.pt and train.log copied)", src, out)
 
 
-def _load_data(cfg: TrainConfig, labels: tuple[str, ...], world: int) -> tuple[Split, Split]:
+def _load_data(cfg: TrainConfig, labels: tuple[str, ...], world: int
+               ) -> tuple[Split, Split, Split | None, dict | None]:
+    """train, val, test (None when the data has its own split) and the record of the split
+    made for data without one. Training and validation data sharing an image is refused."""
+    fractions = parse_fractions(cfg.split)
+    check_group(cfg.split_group)
+    record = split_info(cfg.data, labels, cfg.img_size, cfg.skip_bad, fractions,
+                        cfg.split_seed, cfg.split_group)
+    train_split, val_split = cfg.train_split, cfg.val_split
+    if record is not None:  # parts of the split made here: train, val, and test at the end
+        if PART_OF.get(train_split.lower()) != "train" or PART_OF.get(val_split.lower()) \
+                not in ("val", "test"):
+            raise FerEdgeError(f"--train-split {train_split} / --val-split {val_split}: {cfg.data} "
+                               "has no split of its own; the split made for it trains on its "
+                               "train part and validates on its val part (set the fractions "
+                               "with --split)")
+        train_split, val_split = "train", "val"
+
     def load(option: str, split: str, limit: int | None) -> Split:
         try:
-            s = load_split(cfg.data, split, labels, cfg.img_size, cfg.skip_bad)
+            s = load_split(cfg.data, split, labels, cfg.img_size, cfg.skip_bad,
+                           fractions=fractions, seed=cfg.split_seed, group=cfg.split_group)
         except BadImage:  # names its file
             raise
         except FerEdgeError as e:
             raise FerEdgeError(f"{e} ({option} {split})") from None
         return s.stratified(limit, cfg.seed)
 
-    train = load("--train-split", cfg.train_split, cfg.limit)
+    train = load("--train-split", train_split, cfg.limit)
     if cfg.extra_data:
-        extras = [load_split(p, "train", labels, cfg.img_size, cfg.skip_bad)
+        extras = [load_split(p, "all" if read_unsplit(p, labels, cfg.img_size, cfg.skip_bad)
+                             is not None else "train", labels, cfg.img_size, cfg.skip_bad)
                   .capped(cfg.extra_cap, cfg.seed) for p in cfg.extra_data]
         for p, e in zip(cfg.extra_data, extras, strict=True):
             log.info("extra data %s: %d images (%s)", p, len(e), ", ".join(
                 f"{n} {c}" for n, c in zip(labels, e.class_counts(), strict=True) if c))
         train = concat_splits([train, *extras])
-    val = load("--val-split", cfg.val_split, cfg.val_limit)
     if len(train) < 2 * world:  # BatchNorm needs two images per batch and process
-        raise FerEdgeError(f"{cfg.data} [{cfg.train_split}]: {len(train)} training image(s); "
+        raise FerEdgeError(f"{cfg.data} [{train_split}]: {len(train)} training image(s); "
                            f"at least {2 * world} are needed")
+    val = load("--val-split", val_split, cfg.val_limit)
+    if not len(val):
+        raise FerEdgeError(f"--data {cfg.data}: the val part of the split is empty; the "
+                           f"data has too few images per class for --split {cfg.split}")
+    what = f"--data {cfg.data} --train-split {train_split} --val-split {val_split}"
+    if not val.paths and val.source in train.source.split(" + "):
+        raise FerEdgeError(f"{what}: both name the same images ({val.source}); validating on "
+                           "training images measures nothing")
+    check_disjoint(train.paths, val.paths, what)
+    same = pixel_overlap(train.images, val.images)
+    if same:
+        log.warning("%d of the %d validation images are exact pixel copies of training "
+                    "images (different files)", same, len(val))
+    test = load("--split", "test", None) if record is not None and fractions[2] > 0 else None
     if cfg.batch_size > len(train):
         log.warning("--batch-size %d is larger than the %d training images: one step per "
                     "epoch", cfg.batch_size, len(train))
-    return train, val
+    return train, val, test, record
 
 
 def _attach_votes(cfg: TrainConfig, train: Split, val: Split) -> tuple[Split, Votes | None]:
@@ -393,15 +450,16 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     spec = InputSpec(height=cfg.img_size, width=cfg.img_size, channels=cfg.in_chans)
-    labels = tuple(resume_ckpt["labels"]) if resume_ckpt else FER2013_LABELS
+    labels = tuple(resume_ckpt["labels"]) if resume_ckpt else resolve_labels(cfg.labels,
+                                                                              cfg.data)
     model = create_model(cfg.arch, num_classes=len(labels), in_chans=cfg.in_chans,
                          **_arch_kwargs(cfg))
     if cfg.init and not resume_ckpt:
-        _init_weights(model, cfg, spec)
+        _init_weights(model, cfg, spec, labels)
     if resume_ckpt:
         model.load_state_dict(resume_ckpt["model"])
     distiller = _load_teacher(cfg, labels, spec, device)
-    train, val = _load_data(cfg, labels, ctx.world)
+    train, val, test, split_record = _load_data(cfg, labels, ctx.world)
     train, val_votes = _attach_votes(cfg, train, val)
     if distiller is not None and not cfg.augment.enabled:  # inputs never change: run once
         probs = predict_proba(distiller.teacher, train, spec, device)  # probabilities ...
@@ -444,9 +502,10 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
                 "scaler": scaler.state_dict() if scaler else {}, "epoch": epoch, "best": best,
                 "history": history, "torch_rng": torch.get_rng_state()}
 
-    log.info("training %s (%.2f M params) on %s%s: %d train / %d val images, %d epochs%s; "
+    log.info("training %s (%.2f M params) on %s%s: %d train / %d val images%s, %d epochs%s; "
              "writing to %s", cfg.arch, count_params(model) / 1e6, device,
              f" x {ctx.world} processes" if ctx.enabled else "", len(train), len(val),
+             f" ({len(test)} test images scored at the end)" if test is not None else "",
              cfg.epochs, f" at most, fitted to {cfg.time_limit:g} min" if cfg.time_limit else "",
              out)
     if resume_ckpt and ctx.main:  # now that data and model are known to be fine
@@ -511,7 +570,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, ctx, resume_ckpt: 
         tqdm.write(f"stopped after epoch {epoch} of {cfg.schedule_epochs} (--stop-after); "
                    f"continue with --resume {out / 'last.pt'}")
     metrics = finish(cfg, out, val, spec, device, history, metric, now() - t_start,
-                     val_votes) if ctx.main else {}
+                     test, split_record, val_votes) if ctx.main else {}
     barrier(ctx)
     shutdown(ctx)
     return metrics
@@ -528,9 +587,11 @@ def _targets_record(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def finish(cfg: TrainConfig, out: Path, val: Split, spec: InputSpec, device: torch.device,
-           history: list[dict], metric: str, elapsed: float,
+           history: list[dict], metric: str, elapsed: float, test: Split | None = None,
+           split_record: dict | None = None,
            val_votes: Votes | None = None) -> dict[str, Any]:
-    """Evaluate the best checkpoint, write metrics.json, curves.png and confusion.png."""
+    """Evaluate the best checkpoint, write metrics.json, curves.png and confusion.png. The
+    test part of a split made here is scored once, now, with the checkpoint val chose."""
     from .report import plot_confusion, plot_curves
 
     best_ckpt = load_checkpoint(out / "best.pt")
@@ -554,6 +615,15 @@ def finish(cfg: TrainConfig, out: Path, val: Split, spec: InputSpec, device: tor
             "rule": "the prediction holds the largest FER+ vote share (ties: any of them)",
             "dropped": {"not_a_face": val_votes.not_a_face, "no_vote": val_votes.no_vote,
                         "not_in_file": val_votes.missing}}
+    if split_record is not None:
+        metrics["split"] = split_record
+    if test is not None:
+        pt = predict_proba(model, test, spec, device, flip=cfg.eval_flip)
+        metrics["test_report"] = classification_report(test.labels, pt.argmax(1),
+                                                       test.label_names)
+        metrics["test_split"] = f"{cfg.data} [test part of the split made by fer-train]"
+        metrics["test_images"] = len(test)
+        metrics["test_acc"] = metrics["test_report"]["accuracy"]
     with writing(out / "metrics.json"):
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     with writing(out / "curves.png"):
