@@ -165,14 +165,17 @@ class _Hub:
             self.cond.wait_for(lambda: self.seq != seen or self.closed, timeout)
             return self.seq
 
-    def state_for(self, viewer: str | None) -> tuple[int, dict]:
-        """(seq, state) a page should show: for a viewer whose stream is connected, the
-        state of the frame that stream was sent last; otherwise the newest. Call under
+    def state_for(self, viewer: str | None) -> tuple[int, dict | None]:
+        """(seq, state) a page should show: without a viewer id, the newest; with one, the
+        state of the frame that viewer's stream was sent last (None while its stream has no
+        frame: the panel waits for the picture); at the end, the last state. Call under
         ``cond``."""
-        if viewer in self.shown and not self.closed:
-            seq = self.shown[viewer]
-            return seq, self.states.get(seq, self.state)
-        return self.seq, self.state
+        if viewer is None or self.closed:
+            return self.seq, self.state
+        if viewer not in self.shown:
+            return -1, None
+        seq = self.shown[viewer]
+        return seq, self.states.get(seq, self.state)
 
     def mark_shown(self, viewer: str | None, seq: int) -> None:
         if viewer is not None:
@@ -297,7 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
                     (seq, state), closed = hub.state_for(viewer), hub.closed
                 if seq != seen:
                     seen = seq
-                    self.wfile.write(b"data: " + json.dumps(state).encode() + b"\n\n")
+                    if state is not None:  # None: this viewer's stream has no frame yet
+                        self.wfile.write(b"data: " + json.dumps(state).encode() + b"\n\n")
                 if closed:  # the last state went out above; tell the page the run ended
                     self.wfile.write(b"event: end\ndata: {}\n\n")
                     self.wfile.flush()
