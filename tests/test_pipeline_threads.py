@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import threading
 
-import cv2
 import numpy as np
 import pytest
 
 from fer_edge.edge.detection.choose import make_detector
+from fer_edge.edge.inputs.sources import SourceSpec, VideoFile
 from fer_edge.edge.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
 def frames(video) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    out = []
-    while len(out) < 24:
-        ok, img = cap.read()
-        if not ok:
-            break
-        out.append(img)
-    cap.release()
-    return out
+    src = VideoFile(SourceSpec("video", str(video)))
+    try:
+        return [f.image for f, _ in zip(src, range(24), strict=False)]
+    finally:
+        src.close()
 
 
 def _key(r) -> list:
