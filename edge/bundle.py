@@ -24,6 +24,9 @@ BUNDLE_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "name", "arch", "labels", "input", "crop",
                  "output", "models", "metrics")
 BUNDLE_JSON = "bundle.json"
+# Labels reach logs, JSON, frames and the live page: short printable names only (no control
+# characters, newlines or screens of text; the page still renders them as text, never HTML).
+MAX_LABEL_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,10 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
     if not isinstance(labels, list) or not labels or len(set(map(str, labels))) != len(labels) \
             or not all(isinstance(x, str) and x for x in labels):
         raise FerEdgeError(f"{meta_file}: 'labels' must be a non-empty list of distinct names")
+    for x in labels:
+        if not x.isprintable() or not x.strip() or len(x) > MAX_LABEL_CHARS:
+            raise FerEdgeError(f"{meta_file}: label {x[:40]!r} is not a name: labels must be "
+                               f"printable text of 1 to {MAX_LABEL_CHARS} characters")
     try:
         crop = CropSpec.from_dict(meta["crop"])
     except FerEdgeError as e:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from .cliparams import Finite
-from .cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
+from .cliutil import echo, friendly_errors, setup_logging, sigterm_as_interrupt
 
 CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -189,10 +189,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
                             ("--save-video", save_video)):
             if out is not None:
                 check_output(out, option)
-    if report_dir is not None:
-        if len(specs) > 1:
-            raise FerEdgeError("--report takes one source (track ids are per stream); run "
-                               "fer-edge report on each stream's own --jsonl")
+    if report_dir is not None:  # several sources: tracks are per (stream, track id)
         jsonl = _report_jsonl(report_dir, jsonl, exist_ok)
     if jsonl and save_video and jsonl != "-" and Path(jsonl).resolve() == \
             Path(save_video).resolve():
@@ -254,8 +251,8 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
             src.close()
         raise
     for spec, pipe in zip(specs, pipes, strict=True):
-        click.echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
-                   f"{pipe.detector.name}, source {spec.kind} {spec.target}", err=True)
+        echo(f"fer-edge: {bundle.name} [{precision} on {pipe.classifier.name}], detector "
+             f"{pipe.detector.name}, source {spec.kind} {spec.target}")
     progress = None
     stills = [s.kind in ("image", "folder") for s in specs]
     per_image = len(specs) == 1 and stills[0] and not quiet and jsonl != "-"
@@ -288,7 +285,7 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
     finally:
         if progress is not None:
             progress.close()
-    click.echo(streams_text(summaries), err=True)
+    echo(streams_text(summaries))
     if report_dir is not None and any(s.frames for s in summaries):
         _echo_report(jsonl, report_dir, True, quiet)
     if any(s.stopped_by == "signal" for s in summaries):
@@ -331,13 +328,13 @@ def _open_extra_sinks(serve: str | None, token: str | None, mqtt: str | None,
     if serve:
         from fer_edge.edge.outputs.live_view import LiveView, parse_hostport
 
-        host, port = parse_hostport(serve)
-        if host in ("0.0.0.0", "::", ""):
-            logging.getLogger(__name__).warning(
-                "--serve %s: the live view is open to every network this device is on%s", serve,
-                "" if token else "; anyone who can reach it can watch (set --serve-token)")
-        view = LiveView(host, port, token, labels)
+        view = LiveView(*parse_hostport(serve), token, labels)
         sinks.append(view)
+        if view.all_interfaces:  # by the address bound, however it was spelled
+            logging.getLogger(__name__).warning(
+                "--serve %s: the live view is open to every network this device is on (bound "
+                "to %s)%s", serve, view.url,
+                "" if token else "; anyone who can reach it can watch (set --serve-token)")
         click.echo(f"fer-edge: serving {view.url}" + (" (token required)" if token else ""),
                    err=True)
     if mqtt:
@@ -357,7 +354,7 @@ def _echo_report(jsonl: str, out: str, exist_ok: bool, quiet: bool) -> None:
 
     tracks = write_report(jsonl, out, exist_ok, progress=not quiet)
     for s in tracks.values():
-        click.echo(f"track {s.track_id}: {s.first:.2f}s-{s.last:.2f}s, mostly {s.dominant} "
+        click.echo(f"track {s.name}: {s.first:.2f}s-{s.last:.2f}s, mostly {s.dominant} "
                    f"({100 * s.share(s.dominant):.0f}%), {s.changes} label change(s)", err=True)
     click.echo(f"report: {out}/timeline.png, frames.csv, summary.csv, summary.md", err=True)
 

@@ -13,11 +13,15 @@ from collections.abc import Callable, Iterator
 import click
 
 from .errors import FerEdgeError
+from .redact import RedactingFilter, redact
 
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # no secret in any log line (redact.py)
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -31,13 +35,18 @@ def friendly_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except FerEdgeError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {redact(str(e))}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+def echo(message: str) -> None:
+    """A status line on stderr, with any secret in it (a URL's password) hidden."""
+    click.echo(redact(message), err=True)
 
 
 def _raise_interrupt(signum, frame):

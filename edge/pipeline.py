@@ -10,6 +10,7 @@ classifier call so several streams share one batch. The CLI is a thin layer over
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -108,6 +109,13 @@ class Pipeline:
     smoothed top score is below ``reclassify_score``; otherwise its smoothed probabilities
     carry over (``FaceResult.classified`` is False). ``classify_every=1``: every face on
     every frame.
+
+    Threads: a Pipeline can be called from any thread, and from several at once: each call
+    holds the Pipeline's lock for its detection, tracking and smoothing, so calls run one
+    after another, in the order they took the lock (a tracker follows one sequence of
+    frames; give each camera its own Pipeline). Pipelines may share a classifier (an
+    onnxruntime session runs concurrent calls) and a detector (each detector serialises its
+    own calls: ``detection.common.one_call_at_a_time``).
     """
 
     def __init__(self, bundle: Bundle | str | None = None, precision: str = "int8",
@@ -152,6 +160,9 @@ class Pipeline:
         self.reclassify_score = reclassify_score
         self.labels = self.bundle.labels
         self._warned_max_faces = False
+        # detection, tracking and smoothing state: one frame at a time (re-entrant: a call
+        # holds it across begin and finish)
+        self._lock = threading.RLock()
         self.reset()
 
     def face_crops(self, image: np.ndarray, boxes: list,
@@ -166,14 +177,16 @@ class Pipeline:
 
     def reset(self) -> None:
         """Forget tracks (between unrelated images)."""
-        self.tracker = IouTracker(alpha=self.smooth if self.smooth else 1.0, max_missed=3)
-        self._n = 0
-        self._size: tuple[int, ...] | None = None
+        with self._lock:
+            self.tracker = IouTracker(alpha=self.smooth if self.smooth else 1.0, max_missed=3)
+            self._n = 0
+            self._size: tuple[int, ...] | None = None
 
     def __call__(self, image: np.ndarray, index: int | None = None,
                  timestamp: float | None = None, path: str | None = None) -> FrameResult:
-        pending = self.begin(image, index, timestamp, path)
-        return self.finish(pending, classify_pending([pending], self.classifier))
+        with self._lock:  # the whole frame, so no other thread's frame lands in between
+            pending = self.begin(image, index, timestamp, path)
+            return self.finish(pending, classify_pending([pending], self.classifier))
 
     def begin(self, image: np.ndarray, index: int | None = None,
               timestamp: float | None = None, path: str | None = None) -> PendingFrame:
@@ -181,6 +194,11 @@ class Pipeline:
         wait in the result for :meth:`finish` (several streams' crops can be classified in
         one batch with :func:`classify_pending`)."""
         image = as_frame(image)
+        with self._lock:
+            return self._begin(image, index, timestamp, path)
+
+    def _begin(self, image: np.ndarray, index: int | None, timestamp: float | None,
+               path: str | None) -> PendingFrame:
         if image.shape[:2] != self._size:  # another camera or image: tracks do not carry over
             self.reset()
             self._size = image.shape[:2]
@@ -227,6 +245,10 @@ class Pipeline:
     def finish(self, pending: PendingFrame, probs: np.ndarray | None) -> FrameResult:
         """Fold the classifier's probabilities for ``pending.due`` into the tracks; tracks not
         due carry their smoothed probabilities over."""
+        with self._lock:
+            return self._finish(pending, probs)
+
+    def _finish(self, pending: PendingFrame, probs: np.ndarray | None) -> FrameResult:
         t0 = time.perf_counter()
         r = pending.result
         due = {t.id: p for t, p in zip(pending.due, probs if probs is not None else [],

@@ -43,3 +43,4 @@ class FrameResult:
     path: str | None = None
     faces_over_limit: int = 0  # faces found but not classified (beyond max_faces)
     stream: int = 0  # the stream's index in a run of several sources
+    fps: float | None = None  # the stream's frame rate at this frame (framerate.FrameRate)

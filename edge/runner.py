@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import FerEdgeError
+from .framerate import FrameRate
 from .inputs.readahead import ReadAhead
 from .inputs.sources import FrameSource
 from .outputs.sinks import FrameSink, JsonlSink, VideoSink, Window, annotate, tile
@@ -77,9 +78,13 @@ class RunSummary:
     last_labels: list[str] = field(default_factory=list)  # label of the largest face per frame
     classified: int = 0  # faces classified (the others carried their probabilities over)
     failed: str | None = None  # the error that ended this stream early (others continued)
+    # the stream's meter: the FPS its frames, /health and the MQTT heartbeat carried
+    rate: FrameRate | None = None
 
     @property
     def fps(self) -> float:
+        """The stream's mean frame rate: the same meter as every live FPS figure, over the
+        whole run (its frames over the run's seconds)."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def percentiles(self) -> dict[str, dict[str, float]]:
@@ -153,8 +158,6 @@ def run_streams(streams: list[Stream], jsonl: JsonlSink | None = None,
     ready = threading.Event()
     readers: list[ReadAhead | None] = [None] * len(streams)
     latest: list[np.ndarray | None] = [None] * len(streams)  # last annotated frame per stream
-    fps_ema: list[float | None] = [None] * len(streams)
-    last_shown: list[float | None] = [None] * len(streams)
 
     # A signal stops the loop at once, except while the outputs are being written: there it
     # is noted and acted on after the tick, so the video and the JSONL agree frame by frame.
@@ -170,6 +173,8 @@ def run_streams(streams: list[Stream], jsonl: JsonlSink | None = None,
     main = threading.current_thread() is threading.main_thread()
     old = {s: signal.signal(s, on_term) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     t_start = time.perf_counter()
+    for summary in summaries:  # one meter per stream, started with the run
+        summary.rate = FrameRate()
     stopped_by: str | None = None
     try:
         for i, s in enumerate(streams):
@@ -195,17 +200,13 @@ def run_streams(streams: list[Stream], jsonl: JsonlSink | None = None,
             state["writing"] = True  # from here on the tick is counted and written whole
             for (i, frame, decode_ms), r in zip(got, results, strict=True):
                 r.stream = i
+                r.fps = summaries[i].rate.tick()
                 r.timings["decode"], r.timings["wait"] = decode_ms, wait_ms
                 count_result(summaries[i], r)
                 if jsonl:
                     jsonl.write(r)
                 if video or window or extra_img:
-                    now = time.perf_counter()  # the stream's frame rate: frame to frame
-                    dt, last_shown[i] = now - (last_shown[i] or now), now
-                    e = fps_ema[i]
-                    if dt > 0:
-                        fps_ema[i] = 1 / dt if e is None else 0.9 * e + 0.1 / dt
-                    latest[i] = annotate(frame.image.copy(), r, fps_ema[i])
+                    latest[i] = annotate(frame.image.copy(), r, r.fps)
                 if max_frames is not None and summaries[i].frames >= max_frames:
                     active.remove(i)
             img = tile(latest) if video or window or extra_img else None

@@ -181,3 +181,47 @@ def test_all_interfaces_warns(video):
     run = RunProc("--source", str(video), "--serve", "0.0.0.0:0", "--max-frames", "5", *RUN)
     assert run.wait(60) == 0, run.stderr
     assert "open to every network" in run.stderr and "--serve-token" in run.stderr
+
+
+XSS = "<img src=x onerror=ferXss=1>"  # printable, 28 characters: a valid label, as text
+
+
+def test_label_is_text_and_no_script_runs(browser, video, tmp_path):
+    """Issue 23 item 5: a shared bundle whose label is HTML reaches the page as text; no
+    injected script runs; the page is served with a Content-Security-Policy that allows its
+    own script only."""
+    from fer_edge.edge.bundle import default_bundle_path
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), bundle)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["labels"][0] == "angry"  # the video's face ends angry: its label is the attack
+    meta["labels"][0] = XSS
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    run = RunProc("--source", str(video), "--model", str(bundle), "--serve", "127.0.0.1:0",
+                  "--loop", "4", *RUN)
+    try:
+        url = run.url()
+        with urllib.request.urlopen(url, timeout=5) as r:
+            csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp, csp
+        assert "default-src 'none'" in csp
+        browser.get(url)
+        assert run.wait(90) == 0, run.stderr
+        wait_for(lambda: browser.execute_script("return window.ferEnded"), 15, "the end event")
+    finally:
+        run.stop()
+    state = browser.execute_script("return window.ferState")
+    assert state["faces"][0]["label"] == XSS, state
+    heads = browser.execute_script(
+        "return [...document.querySelectorAll('.face')].map(e => [e.textContent, "
+        "e.dataset.label, e.children.length])")
+    assert heads and heads[0][1] == XSS and XSS in heads[0][0] and heads[0][2] == 0, heads
+    assert XSS in browser.execute_script("return document.getElementById('faces').innerText")
+    assert browser.execute_script("return document.querySelectorAll('#faces img').length") == 0
+    assert browser.execute_script("return typeof window.ferXss") == "undefined", "script ran"
+    # the policy is what the browser enforces: an inline script added now does not run
+    browser.execute_script("const s = document.createElement('script'); "
+                           "s.textContent = 'window.ferInline = 1'; document.body.append(s);")
+    assert browser.execute_script("return typeof window.ferInline") == "undefined"
+

@@ -1,16 +1,20 @@
 """What every face detector shares: the ``Detection`` it returns, the ``Detector`` call
-signature, detection on a downscaled copy of the frame (:func:`downscale_frame`: boxes come
-back in full-frame coordinates) and the re-detection of a tracked face near its last box
-(:func:`detect_near`).
+signature, detection on a downscaled copy of the frame (:func:`downscale_frame`, and
+:func:`detect_scaled`: very wide or tall frames in tiles; boxes come back in full-frame
+coordinates), the re-detection of a tracked face near its last box (:func:`detect_near`), and
+:func:`one_call_at_a_time`, which makes a detector safe to share between threads.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from ..tracker import iou
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,81 @@ def downscale_frame(frame: np.ndarray, max_width: int | None) -> tuple[np.ndarra
         return frame, 1.0
     s = max_width / w
     return cv2.resize(frame, (max_width, max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+
+
+# A frame more than this many times wider than tall (or taller than wide) is searched in
+# overlapping square tiles, each downscaled to the detect width: downscaling a 10,000 px
+# panorama whole to 640 px shrinks its faces 15x, below any detector's smallest face.
+MAX_ASPECT = 2.0
+TILE_OVERLAP = 0.25  # a face narrower than a quarter of the tile is whole in some tile
+
+
+def tile_regions(h: int, w: int, max_aspect: float = MAX_ASPECT,
+                 overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) regions covering an ``h`` x ``w`` frame: the frame itself, or for a
+    very wide or tall one, overlapping squares of its short side along the long side."""
+    side, long = min(h, w), max(h, w)
+    if long <= max_aspect * side:
+        return [(0, 0, w, h)]
+    step = max(1, int(side * (1 - overlap)))
+    starts = list(range(0, long - side + 1, step))
+    if starts[-1] != long - side:
+        starts.append(long - side)
+    return [(a, 0, a + side, h) if w > h else (0, a, w, a + side) for a in starts]
+
+
+def _shift(d: Detection, x0: int, y0: int, s: float) -> Detection:
+    """A detection on a tile downscaled by ``s`` whose corner is (x0, y0), in frame pixels."""
+    x, y, w, h = d.box
+    lms = None if d.landmarks is None else tuple((x0 + px / s, y0 + py / s)
+                                                 for px, py in d.landmarks)
+    return Detection((x0 + x / s, y0 + y / s, w / s, h / s), d.score, lms)
+
+
+def _same_face(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Boxes from two overlapping tiles that are one face: they overlap, or one holds most
+    of the other (a face cut by a tile's edge)."""
+    if iou(a, b) > 0.3:
+        return True
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy > 0.6 * min(a[2] * a[3], b[2] * b[3])
+
+
+def detect_scaled(frame: np.ndarray, max_width: int | None,
+                  detect: Callable[[np.ndarray], list[Detection]]) -> list[Detection]:
+    """``detect`` (a detection in the pixels of the image it is given) on ``frame``
+    downscaled to ``max_width``, with boxes in frame pixels. A very wide or tall frame
+    (:data:`MAX_ASPECT`) is searched in overlapping square tiles (:func:`tile_regions`), each
+    downscaled to ``max_width``, and a face seen in two tiles is kept once (the higher score,
+    then the larger box)."""
+    h, w = frame.shape[:2]
+    regions = tile_regions(h, w) if max_width else [(0, 0, w, h)]
+    found: list[Detection] = []
+    for x0, y0, x1, y1 in regions:
+        small, s = downscale_frame(frame[y0:y1, x0:x1], max_width)
+        found += [_shift(d, x0, y0, s) for d in detect(small)]
+    if len(regions) == 1:
+        return found
+    kept: list[Detection] = []
+    for d in sorted(found, key=lambda d: (-d.score, -d.box[2] * d.box[3])):
+        if not any(_same_face(d.box, k.box) for k in kept):
+            kept.append(d)
+    return kept
+
+
+def one_call_at_a_time(call: Callable) -> Callable:
+    """For a detector's ``__call__``: OpenCV's cascade keeps scratch data in the object, and
+    YuNet its input size, so two threads in one detector raise ``cv2.error`` or return wrong
+    boxes. The call runs under the detector's own lock (``self._call_lock``, made in its
+    ``__init__``), so one detector can serve several Pipelines and threads."""
+
+    @functools.wraps(call)
+    def locked(self, *args, **kwargs):
+        with self._call_lock:
+            return call(self, *args, **kwargs)
+
+    return locked
 
 
 

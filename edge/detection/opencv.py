@@ -9,6 +9,7 @@ cascade files): :func:`find_cascade`.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ import numpy as np
 from ..errors import FerEdgeError
 from ..preprocess import to_gray
 from ..tracker import iou
-from .common import Detection, downscale_frame
+from .common import Detection, detect_scaled, one_call_at_a_time
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 PROFILE_CASCADE = "haarcascade_profileface.xml"  # faces turned left; the mirror finds right
@@ -90,10 +91,16 @@ class HaarDetector:
         self.profile = _load_cascade(str(find_cascade(PROFILE_CASCADE))) if profile else None
         self.max_width, self.scale_factor = max_width, scale_factor
         self.min_neighbors, self.min_size = min_neighbors, min_size
+        self._call_lock = threading.Lock()
 
+    @one_call_at_a_time
     def __call__(self, frame: np.ndarray, min_size: int | None = None,
                  max_size: int | None = None, downscale: bool = True) -> list[Detection]:
-        small, s = downscale_frame(frame, self.max_width if downscale else None)
+        return detect_scaled(frame, self.max_width if downscale else None,
+                             lambda small: self._detect(small, min_size, max_size))
+
+    def _detect(self, small: np.ndarray, min_size: int | None,
+                max_size: int | None) -> list[Detection]:
         gray = cv2.equalizeHist(to_gray(small))
         lo = min_size or self.min_size
         kw = dict(scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
@@ -105,7 +112,7 @@ class HaarDetector:
             right = [(w - x - bw, y, bw, bh) for x, y, bw, bh
                      in self.profile.detectMultiScale(cv2.flip(gray, 1), **kw)]
             boxes = _merge(boxes, left + right)
-        return [Detection(tuple(float(v) / s for v in b)) for b in boxes]
+        return [Detection(tuple(float(v) for v in b)) for b in boxes]
 
 
 class YuNetDetector:
@@ -130,10 +137,14 @@ class YuNetDetector:
                                f"(--detector-model): {why[:160]}") from None
         self.max_width = max_width
         self._size: tuple[int, int] | None = None
+        self._call_lock = threading.Lock()
 
+    @one_call_at_a_time
     def __call__(self, frame: np.ndarray, min_size: int | None = None,
                  max_size: int | None = None, downscale: bool = True) -> list[Detection]:
-        small, s = downscale_frame(frame, self.max_width if downscale else None)
+        return detect_scaled(frame, self.max_width if downscale else None, self._detect)
+
+    def _detect(self, small: np.ndarray) -> list[Detection]:
         if small.ndim == 2:
             small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
         size = (small.shape[1], small.shape[0])
@@ -143,6 +154,6 @@ class YuNetDetector:
         _, faces = self.net.detect(small)
         if faces is None:
             return []
-        return [Detection(tuple(float(v) / s for v in f[:4]), float(f[-1]),
-                          tuple((float(f[4 + 2 * i]) / s, float(f[5 + 2 * i]) / s)
-                                for i in range(5))) for f in faces]
+        return [Detection(tuple(float(v) for v in f[:4]), float(f[-1]),
+                          tuple((float(f[4 + 2 * i]), float(f[5 + 2 * i])) for i in range(5)))
+                for f in faces]

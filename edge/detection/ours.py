@@ -27,7 +27,7 @@ import numpy as np
 
 from ..bundle import sha256_file
 from ..errors import FerEdgeError
-from .common import Detection, to_detections
+from .common import Detection, detect_scaled, to_detections
 
 STRIDES = (8, 16, 32)
 ALIGN = 32  # input sides are multiples of the largest stride
@@ -180,5 +180,10 @@ class OurDetector:
 
     def __call__(self, frame: np.ndarray, min_size: int | None = None,
                  max_size: int | None = None, downscale: bool = True) -> list[Detection]:
-        boxes, scores, lms = self.detect_raw(frame, self.max_width if downscale else None)
+        return detect_scaled(frame, self.max_width if downscale else None,
+                             lambda small: self._detect(small, min_size, max_size))
+
+    def _detect(self, small: np.ndarray, min_size: int | None,
+                max_size: int | None) -> list[Detection]:
+        boxes, scores, lms = self.detect_raw(small, None)
         return to_detections(boxes, scores, lms, min_size, max_size)

@@ -204,7 +204,8 @@ def _open_capture(target: str | int, kind: str) -> cv2.VideoCapture:
 class VideoFile(FrameSource):
     """Every frame of a file (or of a finite video behind a URL), in order. Frames that fail
     to decode are counted in ``corrupt``: the frames the container holds that were not
-    decoded (a truncated file, a damaged frame)."""
+    decoded (a truncated file, a damaged frame). Iterating again starts again at the first
+    frame (a file read to its end is not a corrupt one)."""
 
     def __init__(self, spec: SourceSpec, cap: cv2.VideoCapture | None = None):
         super().__init__(spec)
@@ -224,9 +225,13 @@ class VideoFile(FrameSource):
         self.cap = cap
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or None
         self.length = max(0, int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self.passes = 0  # times iterated
 
     def __iter__(self) -> Iterator[Frame]:
         decoded = failures = 0
+        self.passes += 1
+        if self.passes > 1:  # read before: back to the first frame
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         while True:
             ok, img = self.cap.read()
             if ok and img is not None:
@@ -241,6 +246,9 @@ class VideoFile(FrameSource):
             failures += 1
             if not self.length or pos >= self.length or failures >= MAX_CONSECUTIVE_FAILURES:
                 break
+        if not decoded and self.passes > 1:
+            raise FerEdgeError(f"{self.spec.target}: already read to its end, and this source "
+                               "cannot go back to its first frame; open it again")
         missing = max(0, self.length - decoded)
         self.corrupt += missing
         if missing and decoded:
@@ -386,7 +394,6 @@ class LoopedVideo(FrameSource):
         n, offset, last = 0, 0.0, 0.0
         for rep in range(self.times):
             if rep:  # timestamps keep counting too, so a timeline of the run is monotonic
-                self.inner.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 offset = last + 1 / (self.fps or 30.0)
             for f in self.inner:
                 last = f.timestamp + offset

@@ -25,9 +25,10 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from ..errors import FerEdgeError
+from ..redact import redact, register
 from ..results import FrameResult
 from .events import SCHEMA, TrackEvent, TrackEvents
-from .sinks import RateMeter
+from .sinks import LoopRates
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,26 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         port = -1
     if u.scheme != "mqtt" or not u.hostname or not topic or port < 1 or "#" in url or \
             "+" in topic:
-        raise FerEdgeError(f"--mqtt {url!r}: expected mqtt://[user:pass@]host[:port]/topic "
+        raise FerEdgeError(f"--mqtt {redact(url)!r}: expected mqtt://[user:pass@]host[:port]/topic "
                            "(a topic without wildcards), e.g. mqtt://broker.local:1883/fer-edge")
+    password = unquote(u.password) if u.password else None
+    register(password)  # never in a log line, paho's included
     return MqttTarget(u.hostname, port, topic, unquote(u.username) if u.username else None,
-                      unquote(u.password) if u.password else None)
+                      password)
+
+
+# CONNACK codes that mean "who you are" rather than "where": MQTT 3.1.1 (4, 5), MQTT 5 (0x86,
+# 0x87, 0x8C)
+AUTH_REFUSALS = {4, 5, 0x86, 0x87, 0x8C}
+
+
+def refusal(reason_code) -> str:
+    """The broker's refusal in words; a wrong user or password says so (it is not a broker
+    that cannot be reached)."""
+    if getattr(reason_code, "value", None) in AUTH_REFUSALS:
+        return (f"broker refused the connection: not authorised ({reason_code}); check the "
+                "user and password in --mqtt mqtt://USER:PASS@host/topic")
+    return f"broker refused the connection ({reason_code})"
 
 
 def default_device_id() -> str:
@@ -86,7 +103,8 @@ class MqttEvents:
         self._early: set[int] = set()
         self._lock = threading.Lock()
         self.events: dict[int, TrackEvents] = {}  # per stream (several --source)
-        self.meter = RateMeter()
+        self.rates = LoopRates()
+        self._refused: str | None = None  # why the broker refused us, if it did
         self._next_beat = time.monotonic()  # the first frame sends a heartbeat
         self._connected = False
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -107,9 +125,12 @@ class MqttEvents:
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         self._connected = not reason_code.is_failure
         if reason_code.is_failure:
-            log.warning("--mqtt %s:%d: broker refused the connection (%s)", self.target.host,
-                        self.target.port, reason_code)
+            why = refusal(reason_code)
+            if why != self._refused:  # paho retries with backoff: say it once per reason
+                log.warning("--mqtt %s:%d: %s", self.target.host, self.target.port, why)
+            self._refused = why
         else:
+            self._refused = None
             log.info("--mqtt: connected to %s:%d, publishing on %s", self.target.host,
                      self.target.port, self.topic)
 
@@ -157,7 +178,7 @@ class MqttEvents:
         return False
 
     def write(self, result: FrameResult, image: np.ndarray | None) -> None:
-        self.meter.tick()
+        self.rates.update(result)
         events = self.events.setdefault(result.stream, TrackEvents())
         self.publish_events(events.update(result.index, result.timestamp, result.faces),
                             result.stream)
@@ -166,10 +187,8 @@ class MqttEvents:
             self._beat(result.index)
 
     def _beat(self, frame: int | None) -> None:
-        self._publish({"type": "heartbeat", "fps": round(self.meter.fps, 2),
-                       "frames": self.meter.frames, "frame": frame,
+        self._publish({"type": "heartbeat", **self.rates.to_dict(), "frame": frame,
                        "tracks": sum(len(e.live) for e in self.events.values()),
-                       "uptime_s": round(self.meter.uptime, 3),
                        "dropped": self.dropped})
 
     def close(self, flush: float = FLUSH_S) -> None:
@@ -184,7 +203,7 @@ class MqttEvents:
             time.sleep(0.02)
         left = len(self._pending)
         if left:
-            log.warning("--mqtt: %d message(s) not delivered: broker %s:%d unreachable", left,
-                        self.target.host, self.target.port)
+            log.warning("--mqtt: %d message(s) not delivered: broker %s:%d %s", left,
+                        self.target.host, self.target.port, self._refused or "unreachable")
         self.client.disconnect()
         self.client.loop_stop()

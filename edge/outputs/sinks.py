@@ -50,18 +50,32 @@ COLORS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 16
           "neutral": (180, 180, 180)}
 
 
+def put_label(img: np.ndarray, text: str, org: tuple[int, int], fill: tuple[int, int, int],
+              scale: float = 0.55) -> None:
+    """``text`` on a filled box of colour ``fill`` whose bottom-left corner is ``org``, in
+    black or white, whichever contrasts with ``fill``: readable on any frame (white text on
+    a light wall, or dark text on a dark one, is not)."""
+    font, thick = cv2.FONT_HERSHEY_SIMPLEX, 1
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+    x = min(max(0, org[0]), max(0, img.shape[1] - tw - 4))
+    y = min(max(th + base + 4, org[1]), img.shape[0])
+    cv2.rectangle(img, (x, y - th - base - 4), (x + tw + 4, y), fill, cv2.FILLED)
+    b, g, r = fill
+    ink = (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
+    cv2.putText(img, text, (x + 2, y - base - 2), font, scale, ink, thick, cv2.LINE_AA)
+
+
 def annotate(frame: np.ndarray, result: FrameResult, fps: float | None = None) -> np.ndarray:
+    """Boxes and labels of ``result`` drawn on ``frame`` (in place when it is BGR); ``fps``
+    (the stream's frame rate) in the top-left corner. Every text sits on a filled box."""
     out = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     for f in result.faces:
         x, y, w, h = f.box
         color = COLORS.get(f.label, (0, 255, 0))
         cv2.rectangle(out, (x, y), (x + w, y + h), color, 2)
-        text = f"#{f.track_id} {f.label} {f.score:.2f}"
-        cv2.putText(out, text, (x, max(14, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.55, color, 2,
-                    cv2.LINE_AA)
+        put_label(out, f"#{f.track_id} {f.label} {f.score:.2f}", (x - 1, y - 1), color)
     if fps is not None:
-        cv2.putText(out, f"{fps:.0f} FPS", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    (255, 255, 255), 2, cv2.LINE_AA)
+        put_label(out, f"{fps:.0f} FPS", (0, 24), (0, 0, 0), 0.6)
     return out
 
 
@@ -78,23 +92,35 @@ class FrameSink(Protocol):
     def close(self) -> None: ...
 
 
-class RateMeter:
-    """Frames per second over wall-clock time: an EMA of the intervals between ``tick``s."""
+class LoopRates:
+    """What a sink reports of the loop's pace (``/health``, the MQTT heartbeat): the frame
+    rate of each stream as the runner measured it (``FrameResult.fps``, one meter for every
+    output), their sum, the frames seen and the time since the sink started."""
 
-    def __init__(self, weight: float = 0.1):
-        self.weight, self.fps, self.frames = weight, 0.0, 0
-        self.started = self._last = time.monotonic()
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.frames = 0
+        self.per_stream: dict[int, float] = {}
 
-    def tick(self) -> None:
-        now = time.monotonic()
-        dt = max(now - self._last, 1e-6)
-        self.fps = 1 / dt if self.frames <= 1 else (1 - self.weight) * self.fps + self.weight / dt
-        self._last = now
+    def update(self, result: FrameResult) -> None:
         self.frames += 1
+        if result.fps is not None:
+            self.per_stream[result.stream] = result.fps
+
+    @property
+    def fps(self) -> float:
+        """Frames per second over every stream (one stream: its frame rate)."""
+        return sum(self.per_stream.values())
 
     @property
     def uptime(self) -> float:
         return time.monotonic() - self.started
+
+    def to_dict(self) -> dict:
+        d = {"fps": round(self.fps, 2), "frames": self.frames, "uptime_s": round(self.uptime, 3)}
+        if len(self.per_stream) > 1:
+            d["stream_fps"] = {str(k): round(v, 2) for k, v in sorted(self.per_stream.items())}
+        return d
 
 
 def tile(frames: list[np.ndarray | None], cell_width: int = 640) -> np.ndarray:

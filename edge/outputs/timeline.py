@@ -50,6 +50,7 @@ class Row:
     frame: int
     timestamp: float
     faces: list[Face]
+    stream: int = 0  # the source, in a run of several (track ids are per stream)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class TrackSummary:
     track_id: int
     first: float
     last: float
+    stream: int = 0
+    name: str = ""  # "3", or "1:3" (stream 1's track 3) in a run of several streams
     frames: int = 0
     labels: Counter = field(default_factory=Counter)
     changes: int = 0
@@ -109,7 +112,11 @@ def parse_row(line: str, where: str) -> Row | None:
             not isinstance(d.get("faces"), list):
         raise FerEdgeError(f"{where}: not a fer-edge run --jsonl row (needs frame, timestamp, "
                            "faces)")
-    return Row(d["frame"], float(d["timestamp"]), [_face(f, where) for f in d["faces"]])
+    stream = d.get("stream", 0)
+    if not isinstance(stream, int) or isinstance(stream, bool) or stream < 0:
+        raise FerEdgeError(f"{where}: 'stream' {stream!r} is not a stream index (0, 1, ...)")
+    return Row(d["frame"], float(d["timestamp"]), [_face(f, where) for f in d["faces"]],
+               stream)
 
 
 def read_run(path: str | os.PathLike, progress: bool = True) -> list[Row]:
@@ -146,22 +153,31 @@ def label_order(rows: list[Row]) -> list[str]:
     return list(FER2013_LABELS)
 
 
-def summarise(rows: list[Row]) -> dict[int, TrackSummary]:
+TrackKey = tuple[int, int]  # (stream, track id): track ids are per stream
+
+
+def summarise(rows: list[Row]) -> dict[TrackKey, TrackSummary]:
+    """Per track of every stream (two streams' track 1 are two tracks), in order of
+    appearance."""
     t0 = rows[0].timestamp
-    tracks: dict[int, TrackSummary] = {}
-    events = TrackEvents()
+    tracks: dict[TrackKey, TrackSummary] = {}
+    events: dict[int, TrackEvents] = {}
     for r in rows:
         t = r.timestamp - t0
         for f in r.faces:
-            s = tracks.setdefault(f.track_id, TrackSummary(f.track_id, t, t))
+            s = tracks.setdefault((r.stream, f.track_id),
+                                  TrackSummary(f.track_id, t, t, r.stream))
             s.last, s.frames = t, s.frames + 1
             s.labels[f.label] += 1
-        for e in events.update(r.frame, t, r.faces):
-            s = tracks[e.track_id]
+        for e in events.setdefault(r.stream, TrackEvents()).update(r.frame, t, r.faces):
+            s = tracks[(r.stream, e.track_id)]
             if e.type == "label":
                 s.changes += 1
             if e.type in ("appear", "label"):
                 s.segments.append((e.source_time, e.label))
+    several = len({r.stream for r in rows}) > 1
+    for s in tracks.values():
+        s.name = f"{s.stream}:{s.track_id}" if several else str(s.track_id)
     return tracks
 
 
@@ -178,21 +194,22 @@ def _csv(rows: list[list]) -> str:
 
 def frames_csv(rows: list[Row], labels: list[str]) -> str:
     t0 = rows[0].timestamp
-    out: list[list] = [["time", "timestamp", "frame", "track", "label", "score", *labels,
-                        "x", "y", "w", "h"]]
+    out: list[list] = [["time", "timestamp", "stream", "frame", "track", "label", "score",
+                        *labels, "x", "y", "w", "h"]]
     for r in rows:
         for f in r.faces:
-            out.append([f"{r.timestamp - t0:.3f}", f"{r.timestamp:.6f}", r.frame, f.track_id,
+            out.append([f"{r.timestamp - t0:.3f}", f"{r.timestamp:.6f}", r.stream, r.frame,
+                        f.track_id,
                         f.label, f"{f.score:.4f}", *(f"{f.probs.get(k, 0.0):.4f}" for k in labels),
                         *f.box])
     return _csv(out)
 
 
-def summary_csv(tracks: dict[int, TrackSummary], labels: list[str]) -> str:
-    out: list[list] = [["track", "first_seen_s", "last_seen_s", "frames", "dominant",
+def summary_csv(tracks: dict[TrackKey, TrackSummary], labels: list[str]) -> str:
+    out: list[list] = [["stream", "track", "first_seen_s", "last_seen_s", "frames", "dominant",
                         "label_changes", *(f"share_{k}" for k in labels)]]
     for s in tracks.values():
-        out.append([s.track_id, f"{s.first:.3f}", f"{s.last:.3f}", s.frames, s.dominant,
+        out.append([s.stream, s.track_id, f"{s.first:.3f}", f"{s.last:.3f}", s.frames, s.dominant,
                     s.changes, *(f"{s.share(k):.4f}" for k in labels)])
     return _csv(out)
 
@@ -203,7 +220,7 @@ def _clock(t: float) -> str:
     return f"{int(m)}:{s:04.1f}" if m < 60 else f"{int(m // 60)}:{int(m % 60):02d}:{s:04.1f}"
 
 
-def summary_md(source: Path, rows: list[Row], tracks: dict[int, TrackSummary],
+def summary_md(source: Path, rows: list[Row], tracks: dict[TrackKey, TrackSummary],
                labels: list[str]) -> str:
     span = rows[-1].timestamp - rows[0].timestamp
     lines = [f"# Emotion timeline: {source.name}", "",
@@ -215,7 +232,7 @@ def summary_md(source: Path, rows: list[Row], tracks: dict[int, TrackSummary],
               + " | ".join(labels) + " |",
               "|" + "---|" * (6 + len(labels))]
     for s in tracks.values():
-        lines.append(f"| {s.track_id} | {_clock(s.first)} | {_clock(s.last)} | {s.frames} | "
+        lines.append(f"| {s.name} | {_clock(s.first)} | {_clock(s.last)} | {s.frames} | "
                      f"**{s.dominant}** | {s.changes} | "
                      + " | ".join(f"{100 * s.share(k):.0f}%" for k in labels) + " |")
     lines += ["", "Share: the fraction of the track's frames with that (smoothed) label.", "",
@@ -223,7 +240,7 @@ def summary_md(source: Path, rows: list[Row], tracks: dict[int, TrackSummary],
     for s in tracks.values():
         segs = ", ".join(f"{_clock(t)} {lab}" for t, lab in s.segments[:50])
         more = f" (+{len(s.segments) - 50} more)" if len(s.segments) > 50 else ""
-        lines.append(f"- track {s.track_id}: {segs}{more}")
+        lines.append(f"- track {s.name}: {segs}{more}")
     return "\n".join([*lines, ""])
 
 
@@ -241,7 +258,7 @@ def _binned(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([t[i].mean() for i in idx]), np.stack([p[i].mean(0) for i in idx]))
 
 
-def timeline_png(path: Path, rows: list[Row], tracks: dict[int, TrackSummary],
+def timeline_png(path: Path, rows: list[Row], tracks: dict[TrackKey, TrackSummary],
                  labels: list[str], title: str) -> None:
     try:
         import matplotlib
@@ -255,7 +272,7 @@ def timeline_png(path: Path, rows: list[Row], tracks: dict[int, TrackSummary],
 
     t0, span = rows[0].timestamp, max(rows[-1].timestamp - rows[0].timestamp, 1e-3)
     shown = sorted(tracks.values(), key=lambda s: -s.frames)[:MAX_TRACKS_PLOTTED]
-    shown.sort(key=lambda s: s.track_id)
+    shown.sort(key=lambda s: (s.stream, s.track_id))
     n = max(1, len(shown))
     fig, axes = plt.subplots(n, 1, figsize=(14, 1.2 + 2.1 * n), sharex=True, squeeze=False,
                              layout="constrained")
@@ -274,7 +291,8 @@ def timeline_png(path: Path, rows: list[Row], tracks: dict[int, TrackSummary],
             ax.text(0.5, 0.5, "no face found", ha="center", va="center", transform=ax.transAxes)
             ax.set_yticks([])
             continue
-        pts = [(r.timestamp - t0, f) for r in rows for f in r.faces if f.track_id == s.track_id]
+        pts = [(r.timestamp - t0, f) for r in rows if r.stream == s.stream
+               for f in r.faces if f.track_id == s.track_id]
         t = np.array([p[0] for p in pts])
         probs = np.array([[f.probs.get(k, 0.0) for k in labels] for _, f in pts])
         tb, pb = _binned(t, probs)
@@ -287,8 +305,8 @@ def timeline_png(path: Path, rows: list[Row], tracks: dict[int, TrackSummary],
         ax.set_yticks([0, 0.5, 1])
         ax.text(-0.005, 1.07, "label", transform=ax.transAxes, ha="right", va="center",
                 fontsize=8)
-        ax.set_ylabel(f"track {s.track_id}\nprobability")
-        ax.set_title(f"track {s.track_id}: {_clock(s.first)}–{_clock(s.last)}, mostly "
+        ax.set_ylabel(f"track {s.name}\nprobability")
+        ax.set_title(f"track {s.name}: {_clock(s.first)}–{_clock(s.last)}, mostly "
                      f"{s.dominant} ({100 * s.share(s.dominant):.0f}%), {s.changes} label "
                      "change(s)", loc="left", fontsize=10, pad=24)
     axes[-1, 0].set_xlabel("time (m:ss)" if span >= 60 else "time")
