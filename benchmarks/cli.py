@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from fer_edge.edge.cliparams import Finite
+from fer_edge.edge.cliparams import SEED, Finite
 from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
 
 PRECISIONS = ("fp32", "int8", "fp16", "trt_fp16", "trt_int8")
@@ -60,7 +60,7 @@ def _positive_ints(value: str, option: str, most: int = MAX_COUNT) -> list[int]:
                    "made (same --data-split and --split-seed), or all.")
 @click.option("--data-split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
               help="fer-train's --split for data without a split (its metrics.json 'split').")
-@click.option("--split-seed", type=int, default=0, help="fer-train's --split-seed.")
+@click.option("--split-seed", type=SEED, default=0, help="fer-train's --split-seed.")
 @click.option("--split-group", default=None, metavar="REGEX", help="fer-train's --split-group.")
 @click.option("--precision", default="fp32,int8", help="Comma list; missing ones are skipped.")
 @click.option("--backend", default="ort", help="Comma list of ort,tensorrt.")
@@ -85,7 +85,7 @@ def _positive_ints(value: str, option: str, most: int = MAX_COUNT) -> list[int]:
 @click.option("--detector", type=click.Choice(["haar", "ours", "centerface"]), default="haar",
               help="--realworld: the face detector, with fer-edge run's settings for stills "
                    "(ours: the bundle's detector folder).")
-@click.option("--detector-threshold", type=float, default=None,
+@click.option("--detector-threshold", type=Finite(0, 1), default=None,
               help="--realworld, ours: the detection score a face needs [the stills "
                    "threshold].")
 @click.option("--main-face", type=click.Choice(["largest", "score"]), default="score",

@@ -69,7 +69,7 @@ def _report_locked(command):
 @click.option("--detector-model", type=click.Path(), default=None,
               help="yunet: its .onnx file; ours: a detector bundle folder from fer-export "
                    "[the model bundle's 'detector' folder, when it has one].")
-@click.option("--detector-threshold", type=float, default=None,
+@click.option("--detector-threshold", type=Finite(0, 1), default=None,
               help="ours/yunet: the detection score a face needs [ours: the stills threshold "
                    "for images and folders, the detector bundle's own for video].")
 @click.option("--detect-every", type=click.IntRange(1), default=3,

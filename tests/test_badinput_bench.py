@@ -180,7 +180,7 @@ def test_stopped_early_keeps_the_accuracy_measured(d, tmp_path, sig):
     with open(log, "w") as err:
         p = subprocess.Popen(
             [sys.executable, "-m", "fer_edge.benchmarks.cli", "--data", str(d / "faces"),
-             *SLOW, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err,
+             "--split", "all", *SLOW, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 120
         while "latency batch" not in log.read_text() and p.poll() is None:

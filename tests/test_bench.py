@@ -85,11 +85,12 @@ def test_regression_gate(bench, ck_folder, tmp_path):
         r["latency_ms"]["batch1"]["p50"] /= 10  # ... and 10x faster
     doctored = tmp_path / "old.json"
     doctored.write_text(json.dumps(res))
-    r = run_cli("fer_edge.benchmarks.cli", "--data", str(ck_folder), "--out",
+    r = run_cli("fer_edge.benchmarks.cli", "--data", str(ck_folder), "--split", "all", "--out",
                 str(tmp_path / "new"), "--compare-to", str(doctored), *FAST)
     assert r.returncode == 1
     assert "REGRESSION" in r.stderr and "accuracy fell" in r.stderr and "latency rose" in r.stderr
-    same = run_cli("fer_edge.benchmarks.cli", "--data", str(ck_folder), "--out",
+    same = run_cli("fer_edge.benchmarks.cli", "--data", str(ck_folder), "--split", "all",
+                   "--out",
                    str(tmp_path / "same"), "--compare-to", str(out / "results.json"),
                    "--max-latency-rise", "100", *FAST)
     assert same.returncode == 0, same.stderr[-2000:]

@@ -204,8 +204,8 @@ def test_int8_calibration_on_100_faces(faces_100, tmp_path, method):
 
     ckpt = REPO / "checkpoints" / "fercnn_s" / "best.pt"
     meta = export_bundle(str(ckpt), ExportOptions(
-        out=tmp_path / "b", int8=True, calib_data=str(faces_100), calib_images=100,
-        calib_method=method, eval_threads=1))
+        out=tmp_path / "b", int8=True, calib_data=str(faces_100), calib_split="all",
+        calib_images=100, calib_method=method, eval_threads=1))
     calibration = meta["models"]["int8"]["calibration"]
     assert calibration["method"] == method and calibration["images"] == 100
     b = load_bundle(tmp_path / "b")

@@ -72,7 +72,7 @@ def test_peer_label_outside_ours_is_refused(tmp_path, standin_fer):
 def test_bench_with_peer_in_report(tmp_path, standin_fer):
     write_faces(tmp_path / "crops" / "x", {"happy": 4, "sad": 3}, size=48)
     write_faces(tmp_path / "photos", {"happy": 2, "angry": 2}, size=96, color=True)
-    check_cli("fer-bench", ["--data", tmp_path / "crops" / "x", "--split", "test",
+    check_cli("fer-bench", ["--data", tmp_path / "crops" / "x", "--split", "all",
                             "--realworld", tmp_path / "photos", "--peers", "fer",
                             "--precision", "int8", "--threads", "1", "--batch-sizes", "1",
                             "--min-runs", "5", "--min-seconds", "0", "--warmup-s", "0",

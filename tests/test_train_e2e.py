@@ -147,7 +147,7 @@ def test_time_limit_fits_the_schedule(fer2013, tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "now", FakeClock(5.0))
     cfg = trainer.TrainConfig(
-        data=str(fer2013), arch="fercnn_s", limit=400, val_split="train", val_limit=400,
+        data=str(fer2013), arch="fercnn_s", limit=400, val_split="test", val_limit=400,
         augment=AugmentConfig(False, 0, 0, 0, 0, 0), batch_size=32, optimizer="adamw",
         lr=0.003, warmup_epochs=0, threads=2, seed=1, epochs=500, time_limit=0.3,
         eval_flip=False, out=str(tmp_path / "t"))

@@ -81,7 +81,7 @@ from fer_edge.edge.cliutil import friendly_errors, setup_logging
               help="Data without train/ and test/ (a folder of class folders, a CSV without "
                    "Usage): a stratified, seed-fixed split; val selects the model, test is "
                    "scored once at the end. Recorded in metrics.json.")
-@click.option("--split-seed", type=int, default=0,
+@click.option("--split-seed", type=SEED, default=0,
               help="Seed of that split (apart from --seed, so the test images stay put).")
 @click.option("--split-group", default=None, metavar="REGEX",
               help="Keep files whose names share this regular expression's match on one side "
