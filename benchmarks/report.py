@@ -96,7 +96,8 @@ def markdown(results: dict) -> str:
                        f"{100 * e['detection_recall']:.1f}% | {100 * e['accuracy']:.2f}% | "
                        f"{100 * e['accuracy_found']:.2f}% | "
                        f"{e['false_detections_per_image']:.2f} | {e['images_per_s']:.1f} | "
-                       f"{e.get('workers', 1)} | {e.get('wall_images_per_s', 0.0):.1f} | "
+                       f"{e.get('workers', 1)} | "
+                       f"{e.get('wall_images_per_s', e['images_per_s']):.1f} | "
                        f"{rec} |")
     out.append(f"\nPeak RSS {results['peak_rss_mb']:.0f} MB."
                + (" **Interrupted: partial results.**" if results.get("interrupted") else ""))
