@@ -115,7 +115,7 @@ class Pipeline:
     after another, in the order they took the lock (a tracker follows one sequence of
     frames; give each camera its own Pipeline). Pipelines may share a classifier (an
     onnxruntime session runs concurrent calls) and a detector (each detector serialises its
-    own calls: ``detection.common.one_call_at_a_time``).
+    own calls: ``detection.common.ScaledDetector``).
     """
 
     def __init__(self, bundle: Bundle | str | None = None, precision: str = "int8",

@@ -16,12 +16,11 @@ import importlib.util
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import FerEdgeError
-from .common import Detection, to_detections
-from .ours import nms
+from .common import Detection, ScaledDetector, to_detections
+from .ours import letterbox, nms
 
 STRIDE = 4
 OUTPUTS = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks
@@ -81,7 +80,7 @@ def decode(heat: np.ndarray, scale: np.ndarray, offset: np.ndarray, lms: np.ndar
     return boxes, heat[0, 0, ys, xs].astype(np.float32), marks
 
 
-class CenterFaceDetector:
+class CenterFaceDetector(ScaledDetector):
     """CenterFace through onnxruntime: boxes, scores and five landmarks (the order of ours)."""
 
     name = "centerface"
@@ -108,18 +107,11 @@ class CenterFaceDetector:
         self.max_width, self.score_threshold = max_width, score_threshold
         self.nms_threshold = nms_threshold
 
-    def __call__(self, frame: np.ndarray, min_size: int | None = None,
-                 max_size: int | None = None, downscale: bool = True) -> list[Detection]:
-        if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        h, w = frame.shape[:2]
-        s = min(1.0, self.max_width / w) if downscale and self.max_width else 1.0
-        h2, w2 = max(1, round(h * s)), max(1, round(w * s))
-        H, W = -(-h2 // 32) * 32, -(-w2 // 32) * 32
-        x = np.zeros((1, 3, H, W), np.float32)  # RGB, padded right and bottom
-        img = cv2.resize(frame, (w2, h2), interpolation=cv2.INTER_AREA) if s < 1 else frame
-        x[0, :, :h2, :w2] = img[:, :, ::-1].transpose(2, 0, 1)
-        maps = self.session.run(list(OUTPUTS), {self.input_name: x})
+    def _detect(self, small: np.ndarray, min_size: int | None,
+                max_size: int | None) -> list[Detection]:
+        x, _ = letterbox(small, None)  # padded right and bottom to multiples of 32
+        maps = self.session.run(list(OUTPUTS), {self.input_name: np.ascontiguousarray(
+            x[:, ::-1])})  # CenterFace takes RGB
         boxes, scores, lms = decode(*maps, self.score_threshold)
         keep = nms(boxes, scores, self.nms_threshold)
-        return to_detections(boxes[keep] / s, scores[keep], lms[keep] / s, min_size, max_size)
+        return to_detections(boxes[keep], scores[keep], lms[keep], min_size, max_size)

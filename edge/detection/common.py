@@ -2,12 +2,12 @@
 signature, detection on a downscaled copy of the frame (:func:`downscale_frame`, and
 :func:`detect_scaled`: very wide or tall frames in tiles; boxes come back in full-frame
 coordinates), the re-detection of a tracked face near its last box (:func:`detect_near`), and
-:func:`one_call_at_a_time`, which makes a detector safe to share between threads.
+:class:`ScaledDetector`, the call every detector family shares (and its thread safety).
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -114,19 +114,29 @@ def detect_scaled(frame: np.ndarray, max_width: int | None,
     return kept
 
 
-def one_call_at_a_time(call: Callable) -> Callable:
-    """For a detector's ``__call__``: OpenCV's cascade keeps scratch data in the object, and
-    YuNet its input size, so two threads in one detector raise ``cv2.error`` or return wrong
-    boxes. The call runs under the detector's own lock (``self._call_lock``, made in its
-    ``__init__``), so one detector can serve several Pipelines and threads."""
+class ScaledDetector:
+    """The call every detector family shares: ``detector(frame, min_size, max_size,
+    downscale)`` runs :meth:`_detect` on the frame downscaled to ``max_width`` (in tiles when
+    very wide or tall: :func:`detect_scaled`) and returns boxes in frame pixels.
 
-    @functools.wraps(call)
-    def locked(self, *args, **kwargs):
+    ``_call_lock``: OpenCV's cascade keeps scratch data in the object, and YuNet its input
+    size, so two threads in one such detector raise ``cv2.error`` or return wrong boxes; those
+    detectors set a ``threading.Lock`` here in ``__init__`` and each call runs under it, so one
+    detector can serve several Pipelines and threads. onnxruntime sessions need none."""
+
+    max_width: int | None = None
+    _call_lock: contextlib.AbstractContextManager = contextlib.nullcontext()
+
+    def __call__(self, frame: np.ndarray, min_size: int | None = None,
+                 max_size: int | None = None, downscale: bool = True) -> list[Detection]:
         with self._call_lock:
-            return call(self, *args, **kwargs)
+            return detect_scaled(frame, self.max_width if downscale else None,
+                                 lambda small: self._detect(small, min_size, max_size))
 
-    return locked
-
+    def _detect(self, small: np.ndarray, min_size: int | None,
+                max_size: int | None) -> list[Detection]:
+        """Detections in the pixels of ``small`` (already downscaled)."""
+        raise NotImplementedError
 
 
 def detect_near(detector: Detector, frame: np.ndarray,

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import FerEdgeError
 from ..preprocess import to_gray
 from ..tracker import iou
-from .common import Detection, detect_scaled, one_call_at_a_time
+from .common import Detection, ScaledDetector
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 PROFILE_CASCADE = "haarcascade_profileface.xml"  # faces turned left; the mirror finds right
@@ -75,7 +75,7 @@ def _merge(kept: list, extra: list, max_iou: float = 0.3) -> list:
     return out
 
 
-class HaarDetector:
+class HaarDetector(ScaledDetector):
     """OpenCV's frontal-face Haar cascade (``haarcascade_frontalface_default.xml``, found by
     :func:`find_cascade` unless ``cascade`` names a file); with ``profile`` also OpenCV's
     profile cascade on the image and its mirror, merged with the frontal boxes by NMS."""
@@ -93,12 +93,6 @@ class HaarDetector:
         self.min_neighbors, self.min_size = min_neighbors, min_size
         self._call_lock = threading.Lock()
 
-    @one_call_at_a_time
-    def __call__(self, frame: np.ndarray, min_size: int | None = None,
-                 max_size: int | None = None, downscale: bool = True) -> list[Detection]:
-        return detect_scaled(frame, self.max_width if downscale else None,
-                             lambda small: self._detect(small, min_size, max_size))
-
     def _detect(self, small: np.ndarray, min_size: int | None,
                 max_size: int | None) -> list[Detection]:
         gray = cv2.equalizeHist(to_gray(small))
@@ -115,7 +109,7 @@ class HaarDetector:
         return [Detection(tuple(float(v) for v in b)) for b in boxes]
 
 
-class YuNetDetector:
+class YuNetDetector(ScaledDetector):
     """OpenCV's DNN face detector; ``model`` is a face_detection_yunet_*.onnx file."""
 
     name = "yunet"
@@ -139,12 +133,8 @@ class YuNetDetector:
         self._size: tuple[int, int] | None = None
         self._call_lock = threading.Lock()
 
-    @one_call_at_a_time
-    def __call__(self, frame: np.ndarray, min_size: int | None = None,
-                 max_size: int | None = None, downscale: bool = True) -> list[Detection]:
-        return detect_scaled(frame, self.max_width if downscale else None, self._detect)
-
-    def _detect(self, small: np.ndarray) -> list[Detection]:
+    def _detect(self, small: np.ndarray, min_size: int | None = None,
+                max_size: int | None = None) -> list[Detection]:  # YuNet: no size bounds
         if small.ndim == 2:
             small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
         size = (small.shape[1], small.shape[0])

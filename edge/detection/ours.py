@@ -27,7 +27,7 @@ import numpy as np
 
 from ..bundle import sha256_file
 from ..errors import FerEdgeError
-from .common import Detection, detect_scaled, to_detections
+from .common import Detection, ScaledDetector, to_detections
 
 STRIDES = (8, 16, 32)
 ALIGN = 32  # input sides are multiples of the largest stride
@@ -124,7 +124,7 @@ def load_detector_bundle(path: str | os.PathLike, precision: str = "int8",
     return f, meta
 
 
-class OurDetector:
+class OurDetector(ScaledDetector):
     """``--detector ours``: the fer-edge face detector (boxes, scores, five landmarks)."""
 
     name = "ours"
@@ -177,11 +177,6 @@ class OurDetector:
         boxes, scores, lms = decode(pred, self._priors[key], thr)
         keep = nms(boxes, scores, self.nms_threshold)
         return boxes[keep] / s, scores[keep], lms[keep] / s
-
-    def __call__(self, frame: np.ndarray, min_size: int | None = None,
-                 max_size: int | None = None, downscale: bool = True) -> list[Detection]:
-        return detect_scaled(frame, self.max_width if downscale else None,
-                             lambda small: self._detect(small, min_size, max_size))
 
     def _detect(self, small: np.ndarray, min_size: int | None,
                 max_size: int | None) -> list[Detection]:
