@@ -84,7 +84,8 @@ class OrtBackend:
         try:
             opts = ort_providers.with_options(
                 wanted, path, input_chw, _input_name(ort, path) if self.max_batch else "input",
-                max_batch=max_batch, sha256=sha256 or sha256_file(path))
+                max_batch=max_batch,  # the TensorRT engine cache's key: the weights
+                sha256=sha256 or (sha256_file(path) if self.max_batch else ""))
             with contextlib.redirect_stdout(sys.stderr):  # onnxruntime print()s EP errors
                 self.session = ort.InferenceSession(str(path), so, providers=opts,
                                                     enable_fallback=0 if gpu else 1)
