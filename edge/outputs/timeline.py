@@ -158,7 +158,8 @@ TrackKey = tuple[int, int]  # (stream, track id): track ids are per stream
 
 def summarise(rows: list[Row]) -> dict[TrackKey, TrackSummary]:
     """Per track of every stream (two streams' track 1 are two tracks), in order of
-    appearance."""
+    appearance: first seen, then stream and track id (several streams' rows reach the JSONL
+    in whichever order their frames were ready, so the order never depends on that)."""
     t0 = rows[0].timestamp
     tracks: dict[TrackKey, TrackSummary] = {}
     events: dict[int, TrackEvents] = {}
@@ -178,7 +179,7 @@ def summarise(rows: list[Row]) -> dict[TrackKey, TrackSummary]:
     several = len({r.stream for r in rows}) > 1
     for s in tracks.values():
         s.name = f"{s.stream}:{s.track_id}" if several else str(s.track_id)
-    return tracks
+    return dict(sorted(tracks.items(), key=lambda kv: (kv[1].first, kv[0])))
 
 
 def check_out(out: Path, exist_ok: bool) -> None:
