@@ -8,8 +8,7 @@ import sys
 
 import click
 
-from fer_edge.edge.cliparams import SEED, Finite
-from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
+from fer_edge.edge.cliutil import SEED, Finite, friendly_errors, setup_logging, sigterm_as_interrupt
 
 PRECISIONS = ("fp32", "int8", "fp16", "trt_fp16", "trt_int8")
 BACKENDS = ("ort", "tensorrt")
@@ -124,8 +123,8 @@ def main(models, data, split, data_split, split_seed, split_group, precision, ba
     setup_logging(verbose)
     from pathlib import Path
 
-    from fer_edge.edge.splits import check_group, parse_fractions
-    from fer_edge.edge.stills import check_workers
+    from fer_edge.edge.data.splits import check_group, parse_fractions
+    from fer_edge.edge.photos.workers import check_workers
 
     from .compare import compare, load_results
     from .harness import BenchSettings, run_benchmark

@@ -29,8 +29,8 @@ from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inputs.images import IMAGE_SUFFIXES
 from fer_edge.edge.labels import canonical_label
 from fer_edge.edge.metrics import classification_report
+from fer_edge.edge.photos.workers import StillsRecipe, predict_stills
 from fer_edge.edge.pipeline import Pipeline
-from fer_edge.edge.stills import StillsRecipe, predict_stills
 from fer_edge.edge.tracker import iou
 
 log = logging.getLogger("fer_edge.bench")
@@ -141,7 +141,7 @@ def main_detection(dets: Detections, rule: str = "largest") -> tuple:
 def pipeline_predictions(pipe: Pipeline | None, faces: list[LabelledFace], progress=None,
                          recipe: StillsRecipe | None = None, workers: int = 1):
     """``(path, [(box, label, detector score)] or why it is unreadable, seconds)`` per image, in
-    order (:func:`fer_edge.edge.stills.predict_stills`)."""
+    order (:func:`fer_edge.edge.photos.workers.predict_stills`)."""
     paths = dict.fromkeys(f.path for f in faces)
     for path, r, seconds in predict_stills(recipe or StillsRecipe(), paths, workers, pipe):
         if isinstance(r, str):

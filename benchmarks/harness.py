@@ -13,15 +13,15 @@ from tqdm import tqdm
 
 from fer_edge.edge.bundle import Bundle, load_bundle
 from fer_edge.edge.data import Split, load_split
+from fer_edge.edge.data.splits import DEFAULT_SPLIT, parse_fractions
 from fer_edge.edge.detection.choose import bundle_detector_model, source_detector
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import evaluate, open_backend
 from fer_edge.edge.inference.ort_providers import model_key
 from fer_edge.edge.inputs.files import check_not_inputs, check_output_dir, folder_lock
+from fer_edge.edge.photos.workers import StillsRecipe
 from fer_edge.edge.pipeline import Pipeline
 from fer_edge.edge.preprocess import preprocess
-from fer_edge.edge.splits import DEFAULT_SPLIT, parse_fractions
-from fer_edge.edge.stills import StillsRecipe
 
 from .endtoend import LabelledFace, evaluate_end_to_end, read_labelled_images
 from .environment import environment, peak_rss_mb

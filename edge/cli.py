@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from .cliparams import Finite
-from .cliutil import echo, friendly_errors, setup_logging, sigterm_as_interrupt
+from .cliutil import Finite, echo, friendly_errors, setup_logging, sigterm_as_interrupt
 
 CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -169,9 +168,9 @@ def run(camera, sources, demo, model, precision, backend, providers, threads, de
         display_available,
     )
     from fer_edge.edge.outputs.timeline import OUTPUTS as REPORT_FILES
+    from fer_edge.edge.photos.workers import StillsRecipe, check_workers, run_stills
     from fer_edge.edge.pipeline import Pipeline
     from fer_edge.edge.runner import Stream, run_streams, streams_text
-    from fer_edge.edge.stills import StillsRecipe, check_workers, run_stills
 
     quiet_opencv(verbose)
     chosen = [x for x in (camera, *sources, demo_image() if demo else None) if x is not None]
@@ -429,8 +428,8 @@ def crop(source, out, model, detector, detector_model, detect_width, all_faces, 
 
     from fer_edge.edge.bundle import load_bundle
     from fer_edge.edge.detection.choose import bundle_detector_model, source_detector
-    from fer_edge.edge.facecrops import check_folders, crop_photos
     from fer_edge.edge.inputs.sources import quiet_opencv
+    from fer_edge.edge.photos.crops import check_folders, crop_photos
     from fer_edge.edge.pipeline import Pipeline
 
     quiet_opencv(verbose)

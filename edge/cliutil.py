@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import signal
 import sys
 import threading
@@ -12,8 +13,7 @@ from collections.abc import Callable, Iterator
 
 import click
 
-from .errors import FerEdgeError
-from .redact import RedactingFilter, redact
+from .errors import FerEdgeError, RedactingFilter, redact
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -66,3 +66,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# Option types every CLI shares: numbers that are numbers. ``click.FloatRange`` accepts ``nan``
+# (every comparison with NaN is false, so no bound ever fails) and ``inf``: a NaN learning rate
+# trains a NaN model, a NaN gate can never fail, an infinite time budget never ends. Every float
+# option of every command is a :class:`Finite`; :data:`SEED` is the seed range numpy and torch
+# accept.
+
+class Finite(click.FloatRange):
+    """A float within ``[min, max]`` (bounds optional, open with ``min_open``/``max_open``)
+    that is never NaN or infinite."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+SEED = click.IntRange(0, 2**32 - 1)  # numpy's and torch's seed range

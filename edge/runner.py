@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import FerEdgeError
-from .framerate import FrameRate
 from .inputs.readahead import ReadAhead
 from .inputs.sources import FrameSource
+from .outputs.framerate import FrameRate
 from .outputs.sinks import FrameSink, JsonlSink, VideoSink, Window, annotate, tile
 from .pipeline import STAGES, PendingFrame, Pipeline, classify_pending, split_probs
 from .results import FrameResult

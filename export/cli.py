@@ -6,8 +6,7 @@ import logging
 
 import click
 
-from fer_edge.edge.cliparams import SEED, Finite
-from fer_edge.edge.cliutil import friendly_errors, setup_logging, sigterm_as_interrupt
+from fer_edge.edge.cliutil import SEED, Finite, friendly_errors, setup_logging, sigterm_as_interrupt
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],

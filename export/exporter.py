@@ -14,6 +14,7 @@ import numpy as np
 
 from fer_edge.edge.bundle import load_bundle, write_bundle_json
 from fer_edge.edge.data import Split, load_split
+from fer_edge.edge.data.splits import DEFAULT_SPLIT, parse_fractions
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inference.backend import OrtBackend, evaluate, open_backend
 from fer_edge.edge.inputs.files import (
@@ -25,13 +26,7 @@ from fer_edge.edge.inputs.files import (
     umask_mode,
     user_cache_dir,
 )
-from fer_edge.edge.preprocess import (
-    FER2013_HAAR_MARGIN,
-    LANDMARK_FRAMING,
-    InputSpec,
-    preprocess,
-)
-from fer_edge.edge.splits import DEFAULT_SPLIT, parse_fractions
+from fer_edge.edge.preprocess import FER2013_HAAR_MARGIN, LANDMARK_FRAMING, InputSpec, preprocess
 
 log = logging.getLogger("fer_edge.export")
 

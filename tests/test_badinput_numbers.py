@@ -11,7 +11,7 @@ from conftest import run_cli
 
 from fer_edge.benchmarks.cli import main as fer_bench
 from fer_edge.edge.cli import main as fer_edge
-from fer_edge.edge.cliparams import Finite
+from fer_edge.edge.cliutil import Finite
 from fer_edge.export.cli import main as fer_export
 from fer_edge.train.cli import main as fer_train
 from fer_edge.train.detector.cli import main as fer_train_detector

@@ -17,15 +17,9 @@ import pytest
 from badinput import check_cli
 from conftest import write_faces
 
-from fer_edge.edge.data import (
-    auto_split,
-    dataset_labels,
-    load_split,
-    read_unsplit,
-    resolve_labels,
-)
+from fer_edge.edge.data import auto_split, dataset_labels, load_split, read_unsplit, resolve_labels
+from fer_edge.edge.data.splits import parse_fractions
 from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.splits import parse_fractions
 
 FOLDERS = {"anger": 10, "contempt": 10, "disgust": 10, "fear": 10, "happiness": 10,
            "sadness": 10, "surprise": 10, "neutral": 10}

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from fer_edge.edge.framerate import FrameRate
 from fer_edge.edge.inputs.sources import SourceSpec, VideoFile
 from fer_edge.edge.labels import FER2013_LABELS
+from fer_edge.edge.outputs.framerate import FrameRate
 from fer_edge.edge.outputs.live_view import LiveView
 from fer_edge.edge.outputs.sinks import LoopRates, annotate
 from fer_edge.edge.results import FaceResult, FrameResult

@@ -14,8 +14,7 @@ from badinput import check_cli
 from procs import RunProc
 
 from fer_edge.edge.bundle import default_bundle_path, load_bundle
-from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.redact import RedactingFilter, redact, register
+from fer_edge.edge.errors import FerEdgeError, RedactingFilter, redact, register
 
 RUN = ["--no-display", "-q"]
 

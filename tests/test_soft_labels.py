@@ -12,9 +12,9 @@ import pytest
 from conftest import run_cli, write_faces
 
 from fer_edge.edge.data import load_split
+from fer_edge.edge.data.soft_labels import VOTE_COLUMNS, read_votes, vote_distribution
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.labels import FER2013_LABELS
-from fer_edge.edge.soft_labels import VOTE_COLUMNS, read_votes, vote_distribution
 
 HEADER = "file," + ",".join(VOTE_COLUMNS)
 

@@ -19,8 +19,8 @@ from fer_edge.benchmarks.endtoend import evaluate_end_to_end, read_labelled_imag
 from fer_edge.edge.bundle import load_bundle
 from fer_edge.edge.detection.choose import bundle_detector_model, source_detector
 from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.photos.workers import StillsRecipe, check_workers, predict_stills
 from fer_edge.edge.pipeline import Pipeline
-from fer_edge.edge.stills import StillsRecipe, check_workers, predict_stills
 
 
 @pytest.fixture(scope="module")

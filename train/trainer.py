@@ -27,13 +27,8 @@ from fer_edge.edge.data import (
     resolve_labels,
     split_info,
 )
-from fer_edge.edge.errors import FerEdgeError
-from fer_edge.edge.inputs.files import atomic_write, atomic_write_text, writing
-from fer_edge.edge.inputs.images import BadImage
-from fer_edge.edge.metrics import classification_report
-from fer_edge.edge.preprocess import InputSpec
-from fer_edge.edge.soft_labels import Votes, read_votes, vote_distribution
-from fer_edge.edge.splits import (
+from fer_edge.edge.data.soft_labels import Votes, read_votes, vote_distribution
+from fer_edge.edge.data.splits import (
     DEFAULT_SPLIT,
     PART_OF,
     check_disjoint,
@@ -41,6 +36,11 @@ from fer_edge.edge.splits import (
     parse_fractions,
     pixel_overlap,
 )
+from fer_edge.edge.errors import FerEdgeError
+from fer_edge.edge.inputs.files import atomic_write, atomic_write_text, writing
+from fer_edge.edge.inputs.images import BadImage
+from fer_edge.edge.metrics import classification_report
+from fer_edge.edge.preprocess import InputSpec
 
 from .augment import AugmentConfig
 from .checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint

@@ -1,5 +1,9 @@
 """Dataset readers: FER2013 (Kaggle folder layout or challenge CSV) and labelled folders.
 
+The data room of the shared contract: this module (``Split``, ``load_split`` and the readers),
+``splits`` (the train/val/test split of data that has none) and ``soft_labels`` (FER+ vote
+distributions as training targets). May import the shared top modules and the input room.
+
 Every reader returns a :class:`Split` of uint8 grayscale faces at a fixed size, the form that
 :func:`fer_edge.edge.preprocess.preprocess` turns into model input. Decoded splits are cached
 as ``.npz`` files keyed on the source (file list, sizes, mtimes), so a second load is instant
@@ -19,10 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import FerEdgeError
-from .inputs.files import atomic_write
-from .inputs.images import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, BadImage, read_image
-from .labels import FER2013_LABELS, class_name
+from ..errors import FerEdgeError
+from ..inputs.files import atomic_write
+from ..inputs.images import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, BadImage, read_image
+from ..labels import FER2013_LABELS, class_name
 from .splits import DEFAULT_FRACTIONS, PART_OF, counts_line, plan_split, split_record
 
 log = logging.getLogger(__name__)
@@ -166,7 +170,7 @@ def read_unsplit(path: str | os.PathLike, labels: Sequence[str] = FER2013_LABELS
 def auto_split(whole: Split, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                seed: int = 0, group: str | None = None) -> tuple[dict[str, Split], dict]:
     """The train/val/test parts of a dataset without a split (stratified, seed-fixed, exact
-    duplicates and files of one ``group`` on one side: :func:`fer_edge.edge.splits.plan_split`)
+    duplicates and files of one ``group`` on one side: :func:`fer_edge.edge.data.splits.plan_split`)
     and their record."""
     parts, dup = plan_split(whole.images, whole.labels, len(whole.label_names), fractions, seed,
                             whole.paths, group)

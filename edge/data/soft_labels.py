@@ -22,7 +22,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from .errors import FerEdgeError
+from ..errors import FerEdgeError
 
 # FER+ column -> our label name
 FERPLUS_LABELS = {"neutral": "neutral", "happiness": "happy", "surprise": "surprise",

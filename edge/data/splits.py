@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import FerEdgeError
+from ..errors import FerEdgeError
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
-from ..errors import FerEdgeError
-from ..redact import redact, register
+from ..errors import FerEdgeError, redact, register
 from ..results import FrameResult
 from .events import SCHEMA
 from .sinks import LoopRates

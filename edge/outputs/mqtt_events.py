@@ -24,8 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from ..errors import FerEdgeError
-from ..redact import redact, register
+from ..errors import FerEdgeError, redact, register
 from ..results import FrameResult
 from .events import SCHEMA, TrackEvent, TrackEvents
 from .sinks import LoopRates

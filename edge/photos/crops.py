@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import FerEdgeError
-from .inputs.files import atomic_write_bytes, atomic_write_text, check_writable_dir, writing
-from .inputs.images import IMAGE_SUFFIXES, BadImage, read_image
-from .pipeline import Pipeline, as_frame
-from .preprocess import fit_gray
+from ..errors import FerEdgeError
+from ..inputs.files import atomic_write_bytes, atomic_write_text, check_writable_dir, writing
+from ..inputs.images import IMAGE_SUFFIXES, BadImage, read_image
+from ..pipeline import Pipeline, as_frame
+from ..preprocess import fit_gray
 
 log = logging.getLogger(__name__)
 

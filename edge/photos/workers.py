@@ -21,15 +21,15 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from .bundle import load_bundle
-from .detection.choose import source_detector
-from .errors import FerEdgeError
-from .inputs.images import BadImage, read_image
-from .inputs.sources import ImageFiles
-from .outputs.sinks import FrameSink
-from .pipeline import Pipeline
-from .results import FrameResult
-from .runner import RunSummary, count_result
+from ..bundle import load_bundle
+from ..detection.choose import source_detector
+from ..errors import FerEdgeError
+from ..inputs.images import BadImage, read_image
+from ..inputs.sources import ImageFiles
+from ..outputs.sinks import FrameSink
+from ..pipeline import Pipeline
+from ..results import FrameResult
+from ..runner import RunSummary, count_result
 
 log = logging.getLogger(__name__)
 

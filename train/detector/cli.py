@@ -8,8 +8,7 @@ import sys
 
 import click
 
-from fer_edge.edge.cliparams import SEED, Finite
-from fer_edge.edge.cliutil import friendly_errors, setup_logging
+from fer_edge.edge.cliutil import SEED, Finite, friendly_errors, setup_logging
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
