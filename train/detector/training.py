@@ -49,6 +49,7 @@ class DetTrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     lm_weight: float = 0.5
+    negatives: float = 0.0  # share of training crops that hold no face (hard negatives)
     threads: int | None = None
     seed: int = 0
     limit: int | None = None  # at most this many training images
@@ -122,11 +123,11 @@ def source_weights(samples: list[DetSample]) -> np.ndarray:
     return w / w.sum()
 
 
-def collate(samples: list[DetSample], size: int, rng: np.random.Generator
-            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def collate(samples: list[DetSample], size: int, rng: np.random.Generator,
+            negatives: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     imgs, targets = [], []
     for smp in samples:
-        img, faces = augment(read_image(smp.image), smp.faces, size, rng)
+        img, faces = augment(read_image(smp.image), smp.faces, size, rng, negatives)
         imgs.append(img.transpose(2, 0, 1))
         targets.append(build_targets(faces, size))
     x = torch.from_numpy(np.stack(imgs).astype(np.float32))
@@ -250,7 +251,7 @@ def _train(cfg: DetTrainConfig, out: Path, train: list[DetSample], val: list[Det
                     g["lr"] = cfg.lr * lr_at(epoch * steps + i)
                 x, t = collate([train[j] for j in order[i * cfg.batch_size:
                                                        (i + 1) * cfg.batch_size]],
-                               cfg.img_size, rng)
+                               cfg.img_size, rng, cfg.negatives)
                 loss, parts = detection_loss(model(x, raw=True), t, pri, cfg.lm_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
