@@ -284,7 +284,9 @@ def _build(checkpoints: str | os.PathLike | list, opts: ExportOptions,
                      "val_acc": ckpt.get("best"),
                      "command": ckpt.get("config", {}).get("command"),
                      # what it learnt to predict: the dataset's labels or vote distributions
-                     "targets": ckpt.get("targets", {"kind": "labels"})},
+                     "targets": ckpt.get("targets", {"kind": "labels"}),
+                     # fer-average-checkpoints: the checkpoints mixed and their weights
+                     **({"average": ckpt["average"]} if ckpt.get("average") else {})},
         "members": [{"checkpoint": Path(p).name, "arch": c["arch"], "epoch": c.get("epoch"),
                      "val_acc": c.get("best")} for p, c in zip(paths, ckpts, strict=True)],
         "models": {}, "metrics": {},
