@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .bundle import Bundle, load_bundle
-from .detection.choose import make_detector
+from .detection.choose import DEFAULT_DETECTOR, bundle_detector_model, make_detector
 from .detection.common import Detector, detect_near
 from .errors import FerEdgeError
 from .inference.backend import Backend, open_backend
@@ -151,7 +151,9 @@ class Pipeline:
         # max_batch: the most faces per classifier call (max_faces x the streams sharing it)
         self.classifier = classifier or open_backend(self.bundle, precision, backend, threads,
                                                      providers, max_batch=max_batch or max_faces)
-        self.detector = detector or make_detector("haar")
+        # the default: ours at the video settings (320 px, the detector bundle's threshold)
+        self.detector = detector or make_detector(
+            DEFAULT_DETECTOR, bundle_detector_model(self.bundle, DEFAULT_DETECTOR, None))
         self.detect_every = detect_every
         self.full_detect_every = full_detect_every
         self.max_faces = max_faces
