@@ -64,17 +64,25 @@ def test_other_networks_labels_or_nan_are_refused(tmp_path):
         average_checkpoints([tmp_path / "a.pt", tmp_path / "nan.pt"], [0.5, 0.5])
 
 
+def average_cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "from fer_edge.train.cli import average_main; "
+                           "average_main()", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
 def test_command_writes_an_exportable_checkpoint_and_keeps_files(tmp_path):
     write(tmp_path / "a.pt", 1)
     write(tmp_path / "b.pt", 2)
     out = tmp_path / "avg.pt"
-    r = run_cli("fer_edge.train.average", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
-                "--weights", "0.5,0.5", "--out", str(out))
+    r = average_cli(str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--weights", "0.5,0.5",
+                    "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     before = out.read_bytes()
     for args in (["--out", str(out)], ["--out", str(tmp_path / "a.pt"), "--force"]):
-        r = run_cli("fer_edge.train.average", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
-                    *args)
+        r = average_cli(str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), *args)
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert out.read_bytes() == before

@@ -9,6 +9,8 @@ because a fine-tune from a checkpoint stays in its basin. The result is an ordin
 
     fer-average-checkpoints checkpoints/fercnn_m_kd/best.pt /work/runs/ferplus/best.pt \
         --weights 0.5,0.5 --out /work/runs/wise/best.pt
+
+The command itself is ``average_main`` in :mod:`.cli` (only CLI modules use the CLI helpers).
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ import math
 import sys
 from pathlib import Path
 
-import click
-
-from fer_edge.edge.cliutil import friendly_errors, setup_logging
 from fer_edge.edge.errors import FerEdgeError
 
 SAME = ("arch", "arch_kwargs", "labels", "input")
@@ -75,33 +74,3 @@ def average_checkpoints(paths: list[str | Path], weights: list[float]) -> dict:
             "average": [{"checkpoint": str(p), "weight": round(w, 6),
                          "epoch": c.get("epoch"), "best": c.get("best")}
                         for p, w, c in zip(paths, weights, cks, strict=True)]}
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
-@click.option("--weights", default=None,
-              help="Comma list, one per checkpoint (normalised to sum 1) [equal].")
-@click.option("--out", required=True, type=click.Path(), help="Checkpoint to write.")
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
-@click.option("-v", "--verbose", is_flag=True)
-@friendly_errors
-def main(checkpoints: tuple[str, ...], weights: str | None, out: str, force: bool,
-         verbose: bool) -> None:
-    """Average classifier CHECKPOINTS of one network (WiSE-FT, model soups) into --out."""
-    setup_logging(verbose)
-    if len(checkpoints) < 2:
-        raise FerEdgeError("give two checkpoints or more")
-    if Path(out).exists() and not force:
-        raise FerEdgeError(f"--out {out}: exists (--force replaces it)")
-    if any(Path(out).resolve() == Path(c).resolve() for c in checkpoints if Path(c).exists()):
-        raise FerEdgeError(f"--out {out}: is one of the inputs")
-    from .checkpoint import save_checkpoint
-
-    state = average_checkpoints(list(checkpoints), parse_weights(weights, len(checkpoints)))
-    save_checkpoint(state, out)
-    click.echo(f"wrote {out}: " + ", ".join(f"{a['weight']:g} x {a['checkpoint']}"
-                                            for a in state["average"]))
-
-
-if __name__ == "__main__":
-    main()

@@ -168,5 +168,37 @@ def main(**o) -> None:
                + f"{test}; outputs in {m['config']['out']}")
 
 
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
+@click.option("--weights", default=None,
+              help="Comma list, one per checkpoint (normalised to sum 1) [equal].")
+@click.option("--out", required=True, type=click.Path(), help="Checkpoint to write.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("-v", "--verbose", is_flag=True)
+@friendly_errors
+def average_main(checkpoints: tuple[str, ...], weights: str | None, out: str, force: bool,
+                 verbose: bool) -> None:
+    """Average classifier CHECKPOINTS of one network (WiSE-FT, model soups) into --out."""
+    from pathlib import Path
+
+    from fer_edge.edge.errors import FerEdgeError
+
+    setup_logging(verbose)
+    if len(checkpoints) < 2:
+        raise FerEdgeError("give two checkpoints or more")
+    if Path(out).exists() and not force:
+        raise FerEdgeError(f"--out {out}: exists (--force replaces it)")
+    if any(Path(out).resolve() == Path(c).resolve() for c in checkpoints if Path(c).exists()):
+        raise FerEdgeError(f"--out {out}: is one of the inputs")
+    from .average import average_checkpoints, parse_weights
+    from .checkpoint import save_checkpoint
+
+    state = average_checkpoints(list(checkpoints), parse_weights(weights, len(checkpoints)))
+    save_checkpoint(state, out)
+    click.echo(f"wrote {out}: " + ", ".join(f"{a['weight']:g} x {a['checkpoint']}"
+                                            for a in state["average"]))
+
+
 if __name__ == "__main__":
     main()
