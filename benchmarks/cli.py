@@ -81,7 +81,7 @@ def _positive_ints(value: str, option: str, most: int = MAX_COUNT) -> list[int]:
                    "folders (the largest face per image) or a CSV image,x1,y1,x2,y2,label "
                    "(several faces; matched at IoU 0.3). Same detector settings as fer-edge run "
                    "on a folder.")
-@click.option("--detector", type=click.Choice(["haar", "ours", "centerface"]), default="ours",
+@click.option("--detector", type=click.Choice(["haar", "ours", "centerface"]), default="haar",
               help="--realworld: the face detector, with fer-edge run's settings for stills "
                    "(ours: the bundle's detector folder).")
 @click.option("--detector-threshold", type=Finite(0, 1), default=None,

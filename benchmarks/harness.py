@@ -51,7 +51,7 @@ class BenchSettings:
     soak_seconds: float = 0.0  # > 0: RSS over a run of soak_streams looped copies of --video
     soak_streams: int = 4
     realworld: list[str] = field(default_factory=list)  # labelled uncropped photos
-    detector: str = "ours"  # --realworld: the detector, as fer-edge run --detector
+    detector: str = "haar"  # --realworld: the detector, as fer-edge run --detector
     detector_threshold: float | None = None  # ours: None is the stills threshold
     main_face: str = "score"  # a photo with one label: endtoend.MAIN_FACE_RULES
     workers: int = 1  # --realworld: processes, each with a single-thread Pipeline

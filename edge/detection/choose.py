@@ -13,9 +13,9 @@ from .common import Detector
 from .opencv import HaarDetector, YuNetDetector
 
 # Detection settings by the kind of source (docs/detector.md and docs/realworld.md have the
-# tables and the commands). The default detector is ours (boxes, five landmarks, a score): on
-# sfew_frames it finds the face in 97.5 % of the frames, 42.8 % end to end against Haar's
-# 88.9 % / 36.1 %, at 30x Haar's speed. Video and live sources detect at 320 px with the ROI
+# tables and the commands). The default is still Haar, although ours (boxes, five landmarks,
+# a score) finds the face in 97.5 % of sfew_frames, 42.8 % end to end against Haar's 88.9 % /
+# 36.1 %, at 30x Haar's speed: ten tests still assume Haar's behaviour (closing note). Video and live sources detect at 320 px with the ROI
 # re-detection and the detector bundle's own threshold; stills (photos, folders) at 640 px
 # with the lower stills threshold below (the score-weighted main face keeps its false
 # detections from being chosen). Haar (``--detector haar``) adds its profile cascade on
@@ -31,7 +31,7 @@ def default_detect_width(stills: bool) -> int:
     return STILLS_DETECT_WIDTH if stills else VIDEO_DETECT_WIDTH
 
 
-DEFAULT_DETECTOR = "ours"
+DEFAULT_DETECTOR = "haar"  # ours wins (docs/detector.md); the switch waits on 10 tests
 
 
 def source_detector(stills: bool, name: str = DEFAULT_DETECTOR, model: str | None = None,
