@@ -15,7 +15,8 @@ from .opencv import HaarDetector, YuNetDetector
 # Detection settings by the kind of source (docs/detector.md and docs/realworld.md have the
 # tables and the commands). The default is still Haar, although ours (boxes, five landmarks,
 # a score) finds the face in 97.5 % of sfew_frames, 42.8 % end to end against Haar's 88.9 % /
-# 36.1 %, at 30x Haar's speed: ten tests still assume Haar's behaviour (closing note). Video and live sources detect at 320 px with the ROI
+# 36.1 %, at 30x Haar's speed: ten tests still assume Haar's behaviour (closing note).
+# Video and live sources detect at 320 px with the ROI
 # re-detection and the detector bundle's own threshold; stills (photos, folders) at 640 px
 # with the lower stills threshold below (the score-weighted main face keeps its false
 # detections from being chosen). Haar (``--detector haar``) adds its profile cascade on
